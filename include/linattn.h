@@ -1,0 +1,291 @@
+// linattn: linear-attention sequence models in C.
+//
+// This header is the whole public API and doubles as its manual.
+//
+// ---------------------------------------------------------------------------------------------
+// Tutorial
+//
+// Every token mixer is a function of q, k, v (and gates) laid out [B, T, H, D] in float32,
+// D fastest, and of an optional recurrent state [N, H, K, V]. Each op comes in three forms
+// that compute the same function (OPS.md is the contract):
+//   LA_FORM_REF        a plain per-token recurrence (the oracle, also built in float64 for tests)
+//   LA_FORM_RECURRENT  the fast token loop used for decoding (T = 1 steps)
+//   LA_FORM_CHUNK      the chunkwise-parallel algorithm used for training and prefill
+// and each has a backward pass that returns the gradient of
+//   L = sum(o * do) + sum(final_state * dfinal_state)
+// with respect to every floating input.
+//
+//     la_opts opts = la_opts_default();            // chunk form, scale K^-1/2, C = 64
+//     la_shape sh  = { .B = 1, .T = 4096, .H = 8, .K = 128, .V = 128 };
+//     la_simple_gla_forward(o, final_state, q, k, v, g, NULL, NULL, sh, &opts);
+//     la_simple_gla_backward(dq, dk, dv, dg, NULL, dout, NULL, q, k, v, g, NULL, NULL, sh, &opts);
+//
+// Scratch memory is caller-owned: la_<op>_workspace_size() tells how many bytes a call needs
+// for the current thread count; pass it in opts.work / opts.work_size. With opts.work == NULL
+// the op allocates (and frees) its own scratch.
+//
+// Variable-length batches: set opts.cu_seqlens (int64 [N+1], cu[0] = 0, non-decreasing,
+// cu[N] = T) and opts.n_seqs = N; B must then be 1. States then have N rows.
+//
+// Threads: la_set_num_threads(n). Work is split over (sequence, head) pairs, each computed by
+// one thread in a fixed order, so results are bitwise identical for any thread count.
+//
+// The library never prints and never exits. Fallible calls return la_status; violated
+// contracts that the caller cannot have meant (NULL required pointers) are reported as
+// LA_STATUS_INVALID_ARG as well.
+// ---------------------------------------------------------------------------------------------
+
+#ifndef LINATTN_H
+#define LINATTN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LA_API
+#else
+#define LA_API __attribute__((visibility("default")))
+#endif
+
+#define LA_VERSION_MAJOR 0
+#define LA_VERSION_MINOR 1
+#define LA_VERSION_PATCH 0
+#define LA_VERSION_STRING "0.1.0"
+
+// ---------------------------------------------------------------------------------------------
+// Status
+
+typedef enum la_status {
+    LA_STATUS_OK = 0,
+    LA_STATUS_INVALID_ARG,     // a NULL required pointer, a bad option value
+    LA_STATUS_SHAPE,           // dimensions that do not fit together
+    LA_STATUS_CU_SEQLENS,      // cu_seqlens not [0 .. T] non-decreasing, or B != 1 with varlen
+    LA_STATUS_NONFINITE,       // NaN or Inf where the op cannot accept it
+    LA_STATUS_NOMEM,           // an allocation failed
+    LA_STATUS_WORKSPACE,       // opts.work_size smaller than the workspace query says
+    LA_STATUS_IO,              // a file could not be opened, read, written or renamed
+    LA_STATUS_FORMAT,          // a file is malformed
+    LA_STATUS_DTYPE,           // a tensor has a dtype the call does not accept
+    LA_STATUS_NOT_FOUND,       // a named tensor is absent
+    LA_STATUS_UNSUPPORTED,     // a valid request this build or op does not implement
+} la_status;
+
+LA_API const char * la_status_str(la_status s);
+
+// ---------------------------------------------------------------------------------------------
+// Runtime: threads, CPU dispatch
+
+// Number of threads the ops use (OpenMP). n <= 0 restores the default (all cores).
+LA_API void    la_set_num_threads(int32_t n);
+LA_API int32_t la_get_num_threads(void);
+
+// Force the portable reference kernels (also: environment LA_FORCE_REF=1).
+LA_API void la_set_use_ref(bool use_ref);
+
+// The instruction set the kernels dispatch to: "avx512", "avx2" or "portable".
+LA_API const char * la_cpu_isa(void);
+
+// sgemm through CBLAS (OpenBLAS loaded at run time when present, linattn's own kernel
+// otherwise); row-major C[M,N] = alpha * op(A) op(B) + beta * C. Used by the layers and as the
+// speed reference of the benchmarks. Returns the backend's name in *backend when non-NULL.
+LA_API void la_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
+                     const float * A, int64_t lda, const float * B, int64_t ldb, float beta,
+                     float * C, int64_t ldc);
+LA_API const char * la_blas_backend(void);
+
+// ---------------------------------------------------------------------------------------------
+// Op options and shapes
+
+typedef enum la_form {
+    LA_FORM_CHUNK = 0,
+    LA_FORM_RECURRENT,
+    LA_FORM_REF,
+} la_form;
+
+LA_API const char * la_form_str(la_form f);
+
+typedef struct la_shape {
+    int64_t B;  // batch rows (1 in varlen mode)
+    int64_t T;  // tokens per row
+    int64_t H;  // heads
+    int64_t K;  // key (query) head dim
+    int64_t V;  // value head dim
+} la_shape;
+
+typedef struct la_opts {
+    la_form         form;        // algorithm; all forms compute the same function
+    float           scale;       // attention scale; 0 selects the op's default (K^-1/2)
+    int32_t         chunk_size;  // C for the chunk form; 0 selects 64; 1 .. 256
+    const int64_t * cu_seqlens;  // (N+1) sequence starts for varlen mode, or NULL
+    int64_t         n_seqs;      // N when cu_seqlens is set
+    void *          work;        // caller-owned scratch, or NULL to let the op allocate
+    size_t          work_size;   // bytes at work
+} la_opts;
+
+LA_API la_opts la_opts_default(void);
+
+// ---------------------------------------------------------------------------------------------
+// simple_gla: scalar per-head decay (Gated RetNet, Lightning, Mamba2-SSD)
+//
+//   S_t = exp(g_t) S_{t-1} + k_t v_t^T ;   o_t = s S_t^T q_t        (OPS.md 2.2)
+//
+//   o, v, do, dv         (B, T, H, V)      q, k, dq, dk   (B, T, H, K)
+//   g, dg                (B, T, H)  log gate, or NULL
+//   g_gamma              (H)  constant log gate, or NULL (at most one of g, g_gamma;
+//                        neither gives plain linear attention)
+//   initial_state, dinitial_state, final_state, dfinal_state   (N, H, K, V), each optional
+//
+// Forward overwrites o and final_state. Backward overwrites every non-NULL gradient it is
+// given; dg must be non-NULL exactly when g is. The backward saves nothing from the forward:
+// it recomputes the chunk-boundary states (every C tokens) and works inside each chunk.
+LA_API size_t la_simple_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_simple_gla_forward(float * o, float * final_state,
+                                       const float * q, const float * k, const float * v,
+                                       const float * g, const float * g_gamma,
+                                       const float * initial_state,
+                                       la_shape sh, const la_opts * opts);
+LA_API la_status la_simple_gla_backward(float * dq, float * dk, float * dv, float * dg,
+                                        float * dinitial_state,
+                                        const float * dout, const float * dfinal_state,
+                                        const float * q, const float * k, const float * v,
+                                        const float * g, const float * g_gamma,
+                                        const float * initial_state,
+                                        la_shape sh, const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// retention (RetNet): simple_gla with g_gamma[h] = log(1 - 2^(-5-h))     (OPS.md 2.3)
+
+LA_API void   la_retention_gamma(float * g_gamma, int64_t H);  // (H)
+LA_API size_t la_retention_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_retention_forward(float * o, float * final_state,
+                                      const float * q, const float * k, const float * v,
+                                      const float * initial_state,
+                                      la_shape sh, const la_opts * opts);
+LA_API la_status la_retention_backward(float * dq, float * dk, float * dv, float * dinitial_state,
+                                       const float * dout, const float * dfinal_state,
+                                       const float * q, const float * k, const float * v,
+                                       const float * initial_state,
+                                       la_shape sh, const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// linear_attn: S_t = S_{t-1} + k_t v_t^T ; o_t = s S_t^T q_t                 (OPS.md 2.1)
+// With normalize, z_t = z_{t-1} + k_t and o_t <- o_t / (s q_t . z_t + 1e-10); the state is
+// the pair (S, z) with z (N, H, K) (fla: (N, 1, H, K)). initial_z NULL means z_0 = 0.
+// Without normalize the z arguments must be NULL.
+
+LA_API size_t la_linear_attn_workspace_size(bool backward, bool normalize, la_shape sh,
+                                            const la_opts * opts);
+LA_API la_status la_linear_attn_forward(float * o, float * final_state, float * final_z,
+                                        const float * q, const float * k, const float * v,
+                                        const float * initial_state, const float * initial_z,
+                                        bool normalize, la_shape sh, const la_opts * opts);
+LA_API la_status la_linear_attn_backward(float * dq, float * dk, float * dv,
+                                         float * dinitial_state, float * dinitial_z,
+                                         const float * dout, const float * dfinal_state,
+                                         const float * dfinal_z,
+                                         const float * q, const float * k, const float * v,
+                                         const float * initial_state, const float * initial_z,
+                                         bool normalize, la_shape sh, const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// mamba2: Mamba2's SSD recurrence computed through simple_gla                (OPS.md 2.16)
+//
+//   dt_t = softplus(dt_raw_t + dt_bias[h]),  A_h = -exp(A_log[h])
+//   h_t  = exp(dt_t A_h) h_{t-1} + dt_t x_t B_t^T       (h in R^{P x Nst} per head)
+//   y_t  = h_t C_t + D[h] x_t
+// mapped exactly to simple_gla(q = C, k = B, v = dt x, g = dt A, scale = 1) plus D x.
+//
+//   x, y, dx, dy          (B, T, H, P)     here sh.V = P (head dim), sh.K = Nst (d_state)
+//   dt, ddt               (B, T, H)        raw, before dt_bias and softplus
+//   A_log, dA_log         (H)
+//   Bm, Cm, dBm, dCm      (B, T, G, Nst)   head h uses group h / (H / G); H % G == 0
+//   D, dD                 (H) or NULL      skip connection
+//   dt_bias, ddt_bias     (H) or NULL
+//   state                 (N, H, Nst, P)   = h^T, the simple_gla layout (mamba_ssm stores
+//                                            (N, H, P, Nst): transpose the last two axes)
+// opts.scale is ignored (SSD has none). Parameter gradients are overwritten.
+LA_API size_t la_mamba2_workspace_size(bool backward, la_shape sh, int64_t G,
+                                       const la_opts * opts);
+LA_API la_status la_mamba2_forward(float * y, float * final_state,
+                                   const float * x, const float * dt, const float * A_log,
+                                   const float * Bm, const float * Cm, const float * D,
+                                   const float * dt_bias, const float * initial_state,
+                                   la_shape sh, int64_t G, const la_opts * opts);
+LA_API la_status la_mamba2_backward(float * dx, float * ddt, float * dA_log, float * dBm,
+                                    float * dCm, float * dD, float * ddt_bias,
+                                    float * dinitial_state,
+                                    const float * dy, const float * dfinal_state,
+                                    const float * x, const float * dt, const float * A_log,
+                                    const float * Bm, const float * Cm, const float * D,
+                                    const float * dt_bias, const float * initial_state,
+                                    la_shape sh, int64_t G, const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// safetensors I/O
+//
+// The reader maps the file and validates it strictly before returning: header length within
+// the file, valid JSON, known dtypes, shapes whose byte size matches the offsets, offsets in
+// range and not overlapping, no duplicate names, data section fully covered. Every error
+// message names the file and, where one is involved, the tensor.
+// The writer collects borrowed tensors and writes them to PATH.tmp.XXXXXX, fsyncs, then
+// renames it over PATH, so a failed write never destroys an existing file.
+
+typedef enum la_dtype {
+    LA_DTYPE_F32 = 0,
+    LA_DTYPE_F64,
+    LA_DTYPE_F16,
+    LA_DTYPE_BF16,
+    LA_DTYPE_I64,
+    LA_DTYPE_I32,
+} la_dtype;
+
+#define LA_ST_MAX_DIMS 8
+
+LA_API const char * la_dtype_str(la_dtype d);   // "F32", "BF16", ...
+LA_API size_t       la_dtype_size(la_dtype d);  // bytes per element
+
+typedef struct la_st_file la_st_file;  // an open, validated file
+
+typedef struct la_st_tensor {
+    const char * name;
+    la_dtype     dtype;
+    int32_t      ndim;
+    int64_t      shape[LA_ST_MAX_DIMS];
+    int64_t      numel;
+    const void * data;    // raw little-endian bytes inside the mapping
+    size_t       nbytes;
+} la_st_tensor;
+
+// err receives a one-line message (may be NULL; errlen bytes including the terminator).
+LA_API la_status la_st_open(la_st_file ** out, const char * path, char * err, size_t errlen);
+LA_API void      la_st_close(la_st_file * f);
+LA_API int64_t   la_st_count(const la_st_file * f);
+LA_API const la_st_tensor * la_st_get(const la_st_file * f, int64_t i);
+LA_API const la_st_tensor * la_st_find(const la_st_file * f, const char * name);  // NULL if absent
+// Copy a floating tensor into dst as float32 (F32, F64, F16, BF16); n must equal numel.
+LA_API la_status la_st_read_f32(const la_st_file * f, const la_st_tensor * t, float * dst,
+                                int64_t n, char * err, size_t errlen);
+// Copy an integer tensor into dst as int64 (I64, I32); n must equal numel.
+LA_API la_status la_st_read_i64(const la_st_file * f, const la_st_tensor * t, int64_t * dst,
+                                int64_t n, char * err, size_t errlen);
+
+typedef struct la_st_writer la_st_writer;
+LA_API la_st_writer * la_st_writer_new(void);
+// Adds a tensor; data is borrowed and must stay valid until la_st_writer_save returns.
+LA_API la_status la_st_writer_add(la_st_writer * w, const char * name, la_dtype dtype,
+                                  int32_t ndim, const int64_t * shape, const void * data,
+                                  char * err, size_t errlen);
+LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * err,
+                                   size_t errlen);
+LA_API void      la_st_writer_free(la_st_writer * w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // LINATTN_H

@@ -1,0 +1,120 @@
+// Internal interfaces shared by the library's translation units: the small-matrix GEMM used by
+// every chunkwise algorithm, the kernel dispatch table, workspace carving and threading helpers.
+#ifndef LA_INTERNAL_H
+#define LA_INTERNAL_H
+
+#include "linattn.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Small GEMM (the chunkwise workhorse)
+//
+// Row-major C[M,N] = alpha * op(A)[M,Kd] * op(B)[Kd,N] + beta * C.
+//   op(A) = A (lda >= Kd) or A^T with A stored [Kd, M] (lda >= M); likewise op(B).
+//   beta == 0: C is overwritten and never read (it may hold NaN); beta == 1: accumulate.
+//   M, N or Kd may be 0 (Kd == 0 scales C by beta).
+// Single-threaded, never allocates; stack scratch is bounded by LA_GEMM_STACK_BYTES.
+// Tuned for operands that sit in L2 (M, N, Kd up to a few hundred); correct for any size.
+#define LA_GEMM_STACK_BYTES (96 * 1024)
+
+typedef void (*la_gemm_fn)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd,
+                           float alpha, const float * restrict A, int64_t lda,
+                           const float * restrict B, int64_t ldb, float beta,
+                           float * restrict C, int64_t ldc);
+
+void la_gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
+                 const float * restrict A, int64_t lda, const float * restrict B, int64_t ldb,
+                 float beta, float * restrict C, int64_t ldc);
+void la_gemm_avx2(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
+                  const float * restrict A, int64_t lda, const float * restrict B, int64_t ldb,
+                  float beta, float * restrict C, int64_t ldc);
+void la_gemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
+                    const float * restrict A, int64_t lda, const float * restrict B, int64_t ldb,
+                    float beta, float * restrict C, int64_t ldc);
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch table: filled with the references, then overridden after CPU detection.
+
+typedef struct la_kernels {
+    la_gemm_fn  gemm;
+    const char *isa;
+} la_kernels;
+
+const la_kernels * la_kern(void);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+#define LA_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define LA_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define LA_ALIGN 64
+static inline size_t la_align_up(size_t n) { return (n + LA_ALIGN - 1) & ~(size_t)(LA_ALIGN - 1); }
+
+// Bump allocator over a caller-provided block (64-byte aligned carving).
+typedef struct la_carver {
+    char * base;
+    size_t used;
+} la_carver;
+static inline void * la_carve(la_carver * c, size_t bytes) {
+    void * p = c->base ? c->base + c->used : NULL;
+    c->used += la_align_up(bytes);
+    return p;
+}
+
+// Workspace acquisition: uses opts->work when given (checking its size), otherwise allocates.
+// *owned is set when the caller must free with la_ws_release.
+la_status la_ws_acquire(const la_opts * opts, size_t need, void ** ws, bool * owned);
+void      la_ws_release(void * ws, bool owned);
+
+// Sequence bounds: returns N and fills bos/eos for sequence n (in tokens of the flat B*T axis).
+static inline void la_seq_bounds(const la_opts * opts, la_shape sh, int64_t n, int64_t * bos,
+                                 int64_t * eos) {
+    if (opts->cu_seqlens) {
+        *bos = opts->cu_seqlens[n];
+        *eos = opts->cu_seqlens[n + 1];
+    } else {
+        *bos = n * sh.T;
+        *eos = (n + 1) * sh.T;
+    }
+}
+
+// Validates shape, cu_seqlens, chunk size; returns N through *n_out.
+la_status la_check_common(la_shape sh, const la_opts * opts, int64_t * n_out);
+
+int32_t la_opts_chunk(const la_opts * opts);
+static inline float la_opts_scale(const la_opts * opts, int64_t K) {
+    return opts->scale != 0.0f ? opts->scale : (float)(1.0 / sqrt((double)K));
+}
+int32_t la_nthreads(void);
+
+static inline float la_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static inline float la_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+
+
+// Longest sequence of a call (T, or the longest cu_seqlens segment).
+static inline int64_t la_max_seq_len(la_shape sh, const la_opts * opts) {
+    if (!opts->cu_seqlens) return sh.T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < opts->n_seqs; n++) {
+        int64_t l = opts->cu_seqlens[n + 1] - opts->cu_seqlens[n];
+        m = l > m ? l : m;
+    }
+    return m;
+}
+
+// Hot token loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LA_NO_CLONES)
+#define LA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LA_CLONES
+#endif
+#endif  // LA_INTERNAL_H

@@ -1,0 +1,480 @@
+// simple_gla, retention and linear_attn (without normalisation): every form (ref, recurrent,
+// chunk), forward and backward, against the float64 reference recurrence; the float64
+// reference's backward against central finite differences; the chaining law; determinism
+// across thread counts; extreme gates; and a 10^6-token sequence.
+//
+// Tolerances (float32 forms vs float64 reference): |got - ref| <= TOL * (max|ref| + |ref|)
+// elementwise with TOL = 2e-5 for outputs and states and 5e-5 for gradients (float32 rounding
+// over sums of up to T*K terms). Finite differences: step 1e-6 in float64, TOL_FD = 1e-6.
+#include "ref.h"
+#include "testlib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL_FWD 2e-5
+#define TOL_BWD 5e-5
+#define TOL_FD  1e-6
+
+typedef enum { GATE_NONE, GATE_G, GATE_GAMMA } gate_kind;
+
+typedef struct tcase {
+    const char * name;
+    int64_t      B, T, H, K, V;
+    int          nseq;           // > 0: varlen with these lengths
+    int64_t      lens[8];
+    gate_kind    gate;
+    double       glo, ghi;       // g ~ U[glo, ghi] (glo == ghi == 1: logsigmoid(N(0,1)))
+    bool         init, dfinal;
+    float        scale;          // 0 = default
+} tcase;
+
+typedef struct tdata {
+    la_shape sh;
+    int64_t  N, nq, nv, ng, ns;
+    int64_t  cu[9];
+    bool     varlen;
+    float *  q, * k, * v, * g, * gam, * s0, * dout, * dfin;
+} tdata;
+
+static double maxabs_d(const double * x, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+static bool close_to(const char * name, const float * got, const double * ref, int64_t n,
+                     double tol) {
+    return la_check_close_d(name, got, ref, n, tol * (maxabs_d(ref, n) + 1e-30), tol);
+}
+
+static void make_data(const tcase * c, tdata * d, la_rng * r) {
+    memset(d, 0, sizeof(*d));
+    d->sh = (la_shape){ c->B, c->T, c->H, c->K, c->V };
+    d->N = c->B;
+    if (c->nseq > 0) {
+        d->N = c->nseq;
+        d->cu[0] = 0;
+        for (int i = 0; i < c->nseq; i++) d->cu[i + 1] = d->cu[i] + c->lens[i];
+        d->sh.T = d->cu[c->nseq];
+        d->varlen = true;
+    }
+    const int64_t ntok = d->sh.B * d->sh.T * d->sh.H;
+    d->nq = ntok * c->K;
+    d->nv = ntok * c->V;
+    d->ng = ntok;
+    d->ns = d->N * c->H * c->K * c->V;
+    d->q = la_test_alloc(d->nq * 4);
+    d->k = la_test_alloc(d->nq * 4);
+    d->v = la_test_alloc(d->nv * 4);
+    d->dout = la_test_alloc(d->nv * 4);
+    la_fill_normal(r, d->q, d->nq, 1.0);
+    la_fill_normal(r, d->k, d->nq, 1.0);
+    la_l2norm_rows(d->k, ntok, c->K);
+    la_fill_normal(r, d->v, d->nv, 1.0);
+    la_fill_normal(r, d->dout, d->nv, 1.0);
+    if (c->gate == GATE_G) {
+        d->g = la_test_alloc(d->ng * 4);
+        if (c->glo == 1.0 && c->ghi == 1.0) la_fill_logsigmoid(r, d->g, d->ng);
+        else la_fill_uniform(r, d->g, d->ng, c->glo, c->ghi);
+    } else if (c->gate == GATE_GAMMA) {
+        d->gam = la_test_alloc(c->H * 4);
+        la_fill_uniform(r, d->gam, c->H, c->glo, c->ghi);
+    }
+    if (c->init) {
+        d->s0 = la_test_alloc(d->ns * 4);
+        la_fill_normal(r, d->s0, d->ns, 0.5);
+    }
+    if (c->dfinal) {
+        d->dfin = la_test_alloc(d->ns * 4);
+        la_fill_normal(r, d->dfin, d->ns, 1.0);
+    }
+}
+
+static void free_data(tdata * d) {
+    free(d->q); free(d->k); free(d->v); free(d->g); free(d->gam); free(d->s0);
+    free(d->dout); free(d->dfin);
+}
+
+static la_opts opts_for(const tdata * d, la_form form, int32_t C, float scale) {
+    la_opts o = la_opts_default();
+    o.form = form;
+    o.chunk_size = C;
+    o.scale = scale;
+    if (d->varlen) {
+        o.cu_seqlens = d->cu;
+        o.n_seqs = d->N;
+    }
+    return o;
+}
+
+// float64 reference outputs and gradients.
+typedef struct refout {
+    double * o, * fin, * dq, * dk, * dv, * dg, * ds0;
+} refout;
+
+static la_ref_dims ref_dims(const tdata * d, const la_opts * o) {
+    la_ref_dims rd = { d->sh, d->N, o->cu_seqlens, 0 };
+    rd.scale = o->scale != 0.0f ? (double)o->scale : 1.0 / sqrt((double)d->sh.K);
+    return rd;
+}
+
+static void ref_run(const tdata * d, const tcase * c, refout * ro) {
+    la_opts o = opts_for(d, LA_FORM_REF, 0, c->scale);
+    la_ref_dims rd = ref_dims(d, &o);
+    double * q = la_to_f64(d->q, d->nq), * k = la_to_f64(d->k, d->nq);
+    double * v = la_to_f64(d->v, d->nv), * dout = la_to_f64(d->dout, d->nv);
+    double * g = d->g ? la_to_f64(d->g, d->ng) : NULL;
+    double * gam = d->gam ? la_to_f64(d->gam, c->H) : NULL;
+    double * s0 = d->s0 ? la_to_f64(d->s0, d->ns) : NULL;
+    double * dfin = d->dfin ? la_to_f64(d->dfin, d->ns) : NULL;
+    double * ws = la_test_alloc((size_t)la_simple_gla_ref_ws_elems_f64(rd) * 8);
+    ro->o = la_test_alloc(d->nv * 8);
+    ro->fin = la_test_alloc(d->ns * 8);
+    ro->dq = la_test_alloc(d->nq * 8);
+    ro->dk = la_test_alloc(d->nq * 8);
+    ro->dv = la_test_alloc(d->nv * 8);
+    ro->dg = g ? la_test_alloc(d->ng * 8) : NULL;
+    ro->ds0 = la_test_alloc(d->ns * 8);
+    la_simple_gla_fwd_ref_f64(ro->o, ro->fin, q, k, v, g, gam, s0, rd, ws);
+    la_simple_gla_bwd_ref_f64(ro->dq, ro->dk, ro->dv, ro->dg, ro->ds0, dout, dfin, q, k, v, g,
+                              gam, s0, rd, ws);
+    free(q); free(k); free(v); free(dout); free(g); free(gam); free(s0); free(dfin); free(ws);
+}
+
+static void ref_free(refout * r) {
+    free(r->o); free(r->fin); free(r->dq); free(r->dk); free(r->dv); free(r->dg); free(r->ds0);
+}
+
+// One float form (forward and backward) against the float64 reference.
+static void check_form(const tcase * c, const tdata * d, const refout * ro, la_form form,
+                       int32_t C, int threads) {
+    char nm[160];
+    la_set_num_threads(threads);
+    la_opts o = opts_for(d, form, C, c->scale);
+    float * out = la_test_alloc(d->nv * 4), * fin = la_test_alloc(d->ns * 4);
+    la_status st = la_simple_gla_forward(out, fin, d->q, d->k, d->v, d->g, d->gam, d->s0, d->sh,
+                                         &o);
+    snprintf(nm, sizeof nm, "%s/%s/C%d/t%d", c->name, la_form_str(form), C, threads);
+    la_check(st == LA_STATUS_OK, "%s forward status %s", nm, la_status_str(st));
+    char n2[200];
+    snprintf(n2, sizeof n2, "%s o", nm);
+    close_to(n2, out, ro->o, d->nv, TOL_FWD);
+    snprintf(n2, sizeof n2, "%s final_state", nm);
+    close_to(n2, fin, ro->fin, d->ns, TOL_FWD);
+
+    float * dq = la_test_alloc(d->nq * 4), * dk = la_test_alloc(d->nq * 4);
+    float * dv = la_test_alloc(d->nv * 4), * ds0 = la_test_alloc(d->ns * 4);
+    float * dg = d->g ? la_test_alloc(d->ng * 4) : NULL;
+    st = la_simple_gla_backward(dq, dk, dv, dg, ds0, d->dout, d->dfin, d->q, d->k, d->v, d->g,
+                                d->gam, d->s0, d->sh, &o);
+    la_check(st == LA_STATUS_OK, "%s backward status %s", nm, la_status_str(st));
+    snprintf(n2, sizeof n2, "%s dq", nm);
+    close_to(n2, dq, ro->dq, d->nq, TOL_BWD);
+    snprintf(n2, sizeof n2, "%s dk", nm);
+    close_to(n2, dk, ro->dk, d->nq, TOL_BWD);
+    snprintf(n2, sizeof n2, "%s dv", nm);
+    close_to(n2, dv, ro->dv, d->nv, TOL_BWD);
+    snprintf(n2, sizeof n2, "%s dinitial_state", nm);
+    close_to(n2, ds0, ro->ds0, d->ns, TOL_BWD);
+    if (dg) {
+        snprintf(n2, sizeof n2, "%s dg", nm);
+        close_to(n2, dg, ro->dg, d->ng, TOL_BWD);
+    }
+    free(out); free(fin); free(dq); free(dk); free(dv); free(ds0); free(dg);
+    la_set_num_threads(0);
+}
+
+static void run_case(const tcase * c, uint64_t seed) {
+    la_rng r;
+    la_rng_seed(&r, seed);
+    tdata d;
+    make_data(c, &d, &r);
+    refout ro;
+    ref_run(&d, c, &ro);
+    check_form(c, &d, &ro, LA_FORM_REF, 0, 1);
+    check_form(c, &d, &ro, LA_FORM_RECURRENT, 0, 2);
+    check_form(c, &d, &ro, LA_FORM_CHUNK, 64, 1);
+    check_form(c, &d, &ro, LA_FORM_CHUNK, 16, 2);
+    check_form(c, &d, &ro, LA_FORM_CHUNK, 5, 2);
+    ref_free(&ro);
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finite differences of the float64 reference: L = sum(o * do) + sum(final * dfinal).
+
+static double ref_loss(const tdata * d, const la_ref_dims rd, const double * q, const double * k,
+                       const double * v, const double * g, const double * gam,
+                       const double * s0, const double * dout, const double * dfin,
+                       double * ws, double * o, double * fin) {
+    la_simple_gla_fwd_ref_f64(o, fin, q, k, v, g, gam, s0, rd, ws);
+    double L = 0;
+    for (int64_t i = 0; i < d->nv; i++) L += o[i] * dout[i];
+    if (dfin)
+        for (int64_t i = 0; i < d->ns; i++) L += fin[i] * dfin[i];
+    return L;
+}
+
+static void fd_case(const tcase * c, uint64_t seed) {
+    la_rng r;
+    la_rng_seed(&r, seed);
+    tdata d;
+    make_data(c, &d, &r);
+    la_opts o = opts_for(&d, LA_FORM_REF, 0, c->scale);
+    la_ref_dims rd = ref_dims(&d, &o);
+    double * x[6] = { la_to_f64(d.q, d.nq), la_to_f64(d.k, d.nq), la_to_f64(d.v, d.nv),
+                      d.g ? la_to_f64(d.g, d.ng) : NULL, d.s0 ? la_to_f64(d.s0, d.ns) : NULL,
+                      NULL };
+    int64_t nx[6] = { d.nq, d.nq, d.nv, d.ng, d.ns, 0 };
+    const char * names[6] = { "dq", "dk", "dv", "dg", "dinitial_state", "" };
+    double * gam = d.gam ? la_to_f64(d.gam, c->H) : NULL;
+    double * dout = la_to_f64(d.dout, d.nv), * dfin = d.dfin ? la_to_f64(d.dfin, d.ns) : NULL;
+    double * ws = la_test_alloc((size_t)la_simple_gla_ref_ws_elems_f64(rd) * 8);
+    double * o64 = la_test_alloc(d.nv * 8), * f64 = la_test_alloc(d.ns * 8);
+    double * gr[6];
+    for (int i = 0; i < 5; i++) gr[i] = x[i] ? la_test_alloc(nx[i] * 8) : NULL;
+    la_simple_gla_bwd_ref_f64(gr[0], gr[1], gr[2], gr[3], gr[4], dout, dfin, x[0], x[1], x[2],
+                              x[3], gam, x[4], rd, ws);
+    for (int i = 0; i < 5; i++) {
+        if (!x[i]) continue;
+        double * fd = la_test_alloc(nx[i] * 8);
+        for (int64_t j = 0; j < nx[i]; j++) {
+            const double h = 1e-6, x0 = x[i][j];
+            x[i][j] = x0 + h;
+            double lp = ref_loss(&d, rd, x[0], x[1], x[2], x[3], gam, x[4], dout, dfin, ws, o64, f64);
+            x[i][j] = x0 - h;
+            double lm = ref_loss(&d, rd, x[0], x[1], x[2], x[3], gam, x[4], dout, dfin, ws, o64, f64);
+            x[i][j] = x0;
+            fd[j] = (lp - lm) / (2 * h);
+        }
+        float * g32 = la_to_f32(gr[i], nx[i]);
+        char nm[128];
+        snprintf(nm, sizeof nm, "%s/fd %s", c->name, names[i]);
+        // Compare the float64 analytic gradient with FD directly in double.
+        int64_t bad = 0;
+        double md = 0;
+        for (int64_t j = 0; j < nx[i]; j++) {
+            double dd = fabs(gr[i][j] - fd[j]);
+            md = fmax(md, dd);
+            if (dd > TOL_FD * (1 + fabs(fd[j]))) bad++;
+        }
+        la_check(bad == 0, "%-44s n=%lld max|analytic - fd| = %.3g (tol %.0e)", nm,
+                 (long long)nx[i], md, TOL_FD);
+        free(fd); free(g32);
+    }
+    for (int i = 0; i < 5; i++) { free(x[i]); free(gr[i]); }
+    free(gam); free(dout); free(dfin); free(ws); free(o64); free(f64);
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chaining law: [0, t) then [t, T) with the state carried equals one call (B = 1).
+
+static void split_case(la_form form, int64_t T, int64_t t, uint64_t seed) {
+    la_rng r;
+    la_rng_seed(&r, seed);
+    tcase c = { "split", 1, T, 2, 16, 8, 0, {0}, GATE_G, 1, 1, true, true, 0 };
+    tdata d;
+    make_data(&c, &d, &r);
+    la_opts o = opts_for(&d, form, 16, 0);
+    float * o_full = la_test_alloc(d.nv * 4), * f_full = la_test_alloc(d.ns * 4);
+    float * o_split = la_test_alloc(d.nv * 4), * mid = la_test_alloc(d.ns * 4);
+    float * f_split = la_test_alloc(d.ns * 4);
+    la_simple_gla_forward(o_full, f_full, d.q, d.k, d.v, d.g, NULL, d.s0, d.sh, &o);
+    la_shape s1 = d.sh, s2 = d.sh;
+    s1.T = t;
+    s2.T = T - t;
+    const int64_t H = c.H, K = c.K, V = c.V;
+    la_simple_gla_forward(o_split, mid, d.q, d.k, d.v, d.g, NULL, d.s0, s1, &o);
+    la_simple_gla_forward(o_split + t * H * V, f_split, d.q + t * H * K, d.k + t * H * K,
+                          d.v + t * H * V, d.g + t * H, NULL, mid, s2, &o);
+    char nm[96];
+    snprintf(nm, sizeof nm, "split/%s T=%lld t=%lld o", la_form_str(form), (long long)T,
+             (long long)t);
+    la_check_close(nm, o_split, o_full, d.nv, 1e-5, 1e-5);
+    snprintf(nm, sizeof nm, "split/%s T=%lld t=%lld final_state", la_form_str(form),
+             (long long)T, (long long)t);
+    la_check_close(nm, f_split, f_full, d.ns, 1e-5, 1e-5);
+    free(o_full); free(f_full); free(o_split); free(mid); free(f_split);
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Determinism: the chunk form gives bitwise-identical results for 1 and 2 threads.
+
+static void determinism(void) {
+    la_rng r;
+    la_rng_seed(&r, 77);
+    tcase c = { "det", 2, 300, 3, 32, 24, 0, {0}, GATE_G, 1, 1, true, true, 0 };
+    tdata d;
+    make_data(&c, &d, &r);
+    la_opts o = opts_for(&d, LA_FORM_CHUNK, 64, 0);
+    float * a = la_test_alloc(d.nq * 4), * b = la_test_alloc(d.nq * 4);
+    float * dk = la_test_alloc(d.nq * 4), * dv = la_test_alloc(d.nv * 4);
+    float * dg = la_test_alloc(d.ng * 4);
+    la_set_num_threads(1);
+    la_simple_gla_backward(a, dk, dv, dg, NULL, d.dout, d.dfin, d.q, d.k, d.v, d.g, NULL, d.s0,
+                           d.sh, &o);
+    la_set_num_threads(2);
+    la_simple_gla_backward(b, dk, dv, dg, NULL, d.dout, d.dfin, d.q, d.k, d.v, d.g, NULL, d.s0,
+                           d.sh, &o);
+    la_set_num_threads(0);
+    la_check(memcmp(a, b, d.nq * 4) == 0, "determinism: chunk dq identical for 1 and 2 threads");
+    free(a); free(b); free(dk); free(dv); free(dg);
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long sequence: 10^6 tokens with strong gates, chunk vs recurrent, everything finite.
+
+static void long_sequence(void) {
+    la_rng r;
+    la_rng_seed(&r, 5);
+    tcase c = { "long", 1, 1000000, 1, 8, 8, 0, {0}, GATE_G, -20, 0, false, false, 0 };
+    tdata d;
+    make_data(&c, &d, &r);
+    // Mix in long stretches of exactly-zero gates (no decay) and of -1e-6.
+    for (int64_t t = 0; t < d.sh.T; t++) {
+        if ((t / 50000) % 3 == 1) d.g[t] = 0.0f;
+        else if ((t / 50000) % 3 == 2) d.g[t] = -1e-6f;
+    }
+    la_opts oc = opts_for(&d, LA_FORM_CHUNK, 64, 0), orr = opts_for(&d, LA_FORM_RECURRENT, 0, 0);
+    float * a = la_test_alloc(d.nv * 4), * b = la_test_alloc(d.nv * 4);
+    float * fa = la_test_alloc(d.ns * 4), * fb = la_test_alloc(d.ns * 4);
+    la_simple_gla_forward(a, fa, d.q, d.k, d.v, d.g, NULL, NULL, d.sh, &oc);
+    la_simple_gla_forward(b, fb, d.q, d.k, d.v, d.g, NULL, NULL, d.sh, &orr);
+    // Against the float64 reference; tolerance relative to the largest output (the no-decay
+    // stretches make outputs grow like the square root of their length).
+    la_ref_dims rd = ref_dims(&d, &oc);
+    double * q64 = la_to_f64(d.q, d.nq), * k64 = la_to_f64(d.k, d.nq), * v64 = la_to_f64(d.v, d.nv);
+    double * g64 = la_to_f64(d.g, d.ng), * o64 = la_test_alloc(d.nv * 8), * f64 = la_test_alloc(d.ns * 8);
+    double * ws = la_test_alloc((size_t)la_simple_gla_ref_ws_elems_f64(rd) * 8);
+    la_simple_gla_fwd_ref_f64(o64, f64, q64, k64, v64, g64, NULL, NULL, rd, ws);
+    close_to("long T=1e6 chunk o", a, o64, d.nv, 1e-4);
+    // The recurrent form adds 50,000 undecayed rank-1 updates into one float32 state, so its
+    // rounding error grows with the stretch length (about 6e-4 of max|o| measured): 2e-3.
+    close_to("long T=1e6 recurrent o", b, o64, d.nv, 2e-3);
+    close_to("long T=1e6 chunk final_state", fa, f64, d.ns, 1e-4);
+    close_to("long T=1e6 recurrent final_state", fb, f64, d.ns, 1e-4);
+    free(q64); free(k64); free(v64); free(g64); free(o64); free(f64); free(ws);
+    float * dq = la_test_alloc(d.nq * 4), * dk = la_test_alloc(d.nq * 4);
+    float * dv = la_test_alloc(d.nv * 4), * dg = la_test_alloc(d.ng * 4);
+    la_simple_gla_backward(dq, dk, dv, dg, NULL, d.dout, NULL, d.q, d.k, d.v, d.g, NULL, NULL,
+                           d.sh, &oc);
+    bool fin = true;
+    for (int64_t i = 0; i < d.nq && fin; i++) fin = isfinite(dq[i]) && isfinite(dk[i]);
+    for (int64_t i = 0; i < d.ng && fin; i++) fin = isfinite(dg[i]);
+    la_check(fin, "long T=1e6 chunk backward finite");
+    free(a); free(b); free(fa); free(fb); free(dq); free(dk); free(dv); free(dg);
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// retention = simple_gla(g_gamma = log(1 - 2^(-5-h))), linear_attn = simple_gla(no gate).
+
+static void wrappers(void) {
+    la_rng r;
+    la_rng_seed(&r, 9);
+    tcase c = { "ret", 2, 70, 4, 16, 12, 0, {0}, GATE_NONE, 0, 0, true, true, 0 };
+    tdata d;
+    make_data(&c, &d, &r);
+    float gam[4];
+    la_retention_gamma(gam, 4);
+    la_check(fabsf(gam[0] - logf(31.0f / 32.0f)) < 1e-7f && fabsf(gam[3] - logf(1 - 1.0f / 256)) < 1e-7f,
+             "retention gamma[0] = log(31/32), gamma[3] = log(255/256)");
+    for (int f = 0; f < 3; f++) {
+        la_opts o = opts_for(&d, (la_form)f, 0, 0);
+        float * a = la_test_alloc(d.nv * 4), * b = la_test_alloc(d.nv * 4);
+        float * fa = la_test_alloc(d.ns * 4), * fb = la_test_alloc(d.ns * 4);
+        la_retention_forward(a, fa, d.q, d.k, d.v, d.s0, d.sh, &o);
+        la_simple_gla_forward(b, fb, d.q, d.k, d.v, NULL, gam, d.s0, d.sh, &o);
+        char nm[64];
+        snprintf(nm, sizeof nm, "retention == simple_gla(gamma) %s", la_form_str((la_form)f));
+        la_check(memcmp(a, b, d.nv * 4) == 0 && memcmp(fa, fb, d.ns * 4) == 0, "%s", nm);
+        float * dq = la_test_alloc(d.nq * 4), * dk = la_test_alloc(d.nq * 4);
+        float * dv = la_test_alloc(d.nv * 4), * ds = la_test_alloc(d.ns * 4);
+        float * dq2 = la_test_alloc(d.nq * 4), * dk2 = la_test_alloc(d.nq * 4);
+        float * dv2 = la_test_alloc(d.nv * 4), * ds2 = la_test_alloc(d.ns * 4);
+        la_retention_backward(dq, dk, dv, ds, d.dout, d.dfin, d.q, d.k, d.v, d.s0, d.sh, &o);
+        la_simple_gla_backward(dq2, dk2, dv2, NULL, ds2, d.dout, d.dfin, d.q, d.k, d.v, NULL, gam,
+                               d.s0, d.sh, &o);
+        la_check(memcmp(dq, dq2, d.nq * 4) == 0 && memcmp(dk, dk2, d.nq * 4) == 0 &&
+                     memcmp(dv, dv2, d.nv * 4) == 0 && memcmp(ds, ds2, d.ns * 4) == 0,
+                 "retention backward == simple_gla(gamma) backward %s", la_form_str((la_form)f));
+        // linear_attn without normalisation is simple_gla with no gate.
+        la_linear_attn_forward(a, fa, NULL, d.q, d.k, d.v, d.s0, NULL, false, d.sh, &o);
+        la_simple_gla_forward(b, fb, d.q, d.k, d.v, NULL, NULL, d.s0, d.sh, &o);
+        la_check(memcmp(a, b, d.nv * 4) == 0, "linear_attn == simple_gla(no gate) %s",
+                 la_form_str((la_form)f));
+        free(a); free(b); free(fa); free(fb);
+        free(dq); free(dk); free(dv); free(ds); free(dq2); free(dk2); free(dv2); free(ds2);
+    }
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument errors come back as statuses.
+
+static void bad_args(void) {
+    float x[64] = {0};
+    la_opts o = la_opts_default();
+    la_shape sh = { 1, 2, 1, 4, 4 };
+    la_check(la_simple_gla_forward(x, NULL, x, x, x, x, x, NULL, sh, &o) == LA_STATUS_INVALID_ARG,
+             "g and g_gamma together rejected");
+    la_check(la_simple_gla_forward(NULL, NULL, x, x, x, NULL, NULL, NULL, sh, &o) ==
+                 LA_STATUS_INVALID_ARG, "NULL output rejected");
+    la_shape bad = { 1, 2, 0, 4, 4 };
+    la_check(la_simple_gla_forward(x, NULL, x, x, x, NULL, NULL, NULL, bad, &o) == LA_STATUS_SHAPE,
+             "H = 0 rejected");
+    int64_t cu[3] = { 0, 3, 2 };
+    o.cu_seqlens = cu;
+    o.n_seqs = 2;
+    la_check(la_simple_gla_forward(x, NULL, x, x, x, NULL, NULL, NULL, sh, &o) ==
+                 LA_STATUS_CU_SEQLENS, "decreasing cu_seqlens rejected");
+    o = la_opts_default();
+    o.chunk_size = 1000;
+    la_check(la_simple_gla_forward(x, NULL, x, x, x, NULL, NULL, NULL, sh, &o) ==
+                 LA_STATUS_INVALID_ARG, "chunk_size 1000 rejected");
+    o = la_opts_default();
+    char small[8];
+    o.work = small;
+    o.work_size = sizeof small;
+    la_check(la_simple_gla_forward(x, NULL, x, x, x, NULL, NULL, NULL, sh, &o) ==
+                 LA_STATUS_WORKSPACE, "small workspace rejected");
+}
+
+int main(void) {
+    const tcase cases[] = {
+        // name          B   T    H  K   V  nseq lens             gate        glo   ghi   init  dfin  scale
+        { "basic",       2,  100, 2, 16, 8,  0, {0},              GATE_G,     1,    1,    true, true, 0 },
+        { "T1",          3,  1,   2, 8,  8,  0, {0},              GATE_G,     1,    1,    true, true, 0 },
+        { "H1_KneV",     1,  130, 1, 7,  19, 0, {0},              GATE_G,     1,    1,    false, true, 0.3f },
+        { "nogate",      2,  77,  3, 16, 16, 0, {0},              GATE_NONE,  0,    0,    true, true, 0 },
+        { "gamma",       1,  200, 4, 32, 16, 0, {0},              GATE_GAMMA, -0.5, -0.01, true, false, 0 },
+        { "varlen",      1,  0,   2, 16, 12, 6, {37, 0, 1, 64, 65, 3}, GATE_G, 1,  1,    true, true, 0 },
+        { "extreme",     1,  150, 2, 16, 16, 0, {0},              GATE_G,     -20,  -1e-6, true, true, 0 },
+        { "zero_gate",   1,  90,  2, 16, 16, 0, {0},              GATE_G,     0,    0,    true, true, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 100 + i);
+
+    const tcase fdc[] = {
+        { "fd_g",      2, 7, 2, 4, 3, 0, {0},       GATE_G,     1, 1, true, true, 0 },
+        { "fd_gamma",  1, 9, 2, 3, 5, 0, {0},       GATE_GAMMA, -0.3, -0.05, true, true, 0.7f },
+        { "fd_varlen", 1, 0, 1, 4, 3, 3, {4, 0, 5}, GATE_G,     1, 1, true, true, 0 },
+    };
+    for (size_t i = 0; i < sizeof fdc / sizeof fdc[0]; i++) fd_case(&fdc[i], 200 + i);
+
+    for (int f = 0; f < 3; f++) {
+        split_case((la_form)f, 100, 37, 300);
+        split_case((la_form)f, 64, 32, 301);
+        split_case((la_form)f, 10, 1, 302);
+    }
+    determinism();
+    wrappers();
+    bad_args();
+    long_sequence();
+    return la_test_summary();
+}
