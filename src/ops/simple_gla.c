@@ -72,6 +72,19 @@ static double dot_f64(const float * x, const float * y, int64_t n) {
     return s;
 }
 
+// sum_j x[j] y[j] in 16 independent float lanes: the fixed lane order keeps results
+// reproducible and lets the compiler vectorise without reassociating (no -ffast-math).
+static inline float dot_lanes(const float * restrict x, const float * restrict y, int64_t n) {
+    float acc[16] = { 0 };
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) acc[l] += x[j + l] * y[j + l];
+    for (int l = 0; j + l < n; l++) acc[l] += x[j + l] * y[j + l];
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recurrent form
 
@@ -120,13 +133,8 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
         for (int64_t i = 0; i < K; i++) {
             float * restrict Si = S + i * V;
             const float ki = kt[i];
-            float acc = 0.0f;
-            for (int64_t j = 0; j < V; j++) {
-                const float s = decay * Si[j] + ki * vt[j];
-                Si[j] = s;
-                acc += s * dot[j];
-            }
-            dqt[i] = a->scale * acc;
+            for (int64_t j = 0; j < V; j++) Si[j] = decay * Si[j] + ki * vt[j];
+            dqt[i] = a->scale * dot_lanes(Si, dot, V);
         }
     }
     // Reverse: G = dL/dS_t. G += s q_t do_t^T; dk_t = G v_t; dv_t = G^T k_t; G *= exp(g_t).
@@ -145,14 +153,13 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
         for (int64_t i = 0; i < K; i++) {
             float * restrict Gi = G + i * V;
             const float qi = a->scale * qt[i], ki = kt[i];
-            float acc = 0.0f;
             for (int64_t j = 0; j < V; j++) {
                 const float gij = Gi[j] + qi * dot[j];
-                acc += gij * vt[j];
                 dvt[j] += gij * ki;
-                Gi[j] = decay * gij;
+                Gi[j] = gij;
             }
-            dkt[i] = acc;
+            dkt[i] = dot_lanes(Gi, vt, V);
+            for (int64_t j = 0; j < V; j++) Gi[j] *= decay;
         }
         if (a->g) {
             suffix += dot_f64(qt, a->dq + (t * H + h) * K, K) - dot_f64(kt, dkt, K);

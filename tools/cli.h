@@ -1,0 +1,25 @@
+// Shared pieces of the linattn program: error exits, strict number parsing, timing.
+#ifndef LA_CLI_H
+#define LA_CLI_H
+
+#include "linattn.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+// Every user-facing error is one line on stderr and exit status 2.
+#define LA_EXIT_USAGE 2
+_Noreturn void cli_die(const char * fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Strict parsers: the whole string must be a number in [lo, hi]; otherwise cli_die naming flag.
+int64_t cli_parse_int(const char * flag, const char * s, int64_t lo, int64_t hi);
+double  cli_parse_double(const char * flag, const char * s, double lo, double hi);
+
+double cli_now(void);  // seconds, monotonic
+
+int cmd_op(int argc, char ** argv);
+int cmd_bench(int argc, char ** argv);
+int cmd_demo(int argc, char ** argv);
+
+#endif

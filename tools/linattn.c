@@ -1,0 +1,86 @@
+// linattn: the command-line program.
+//
+//   linattn op NAME --in IN.safetensors --out OUT.safetensors [...]   run one op (the op runner)
+//   linattn bench [...]                                               time ops against sgemm
+//   linattn demo                                                      forms agree, and their speed
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+_Noreturn void cli_die(const char * fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("linattn: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(LA_EXIT_USAGE);
+}
+
+int64_t cli_parse_int(const char * flag, const char * s, int64_t lo, int64_t hi) {
+    if (!s) cli_die("%s needs a value", flag);
+    errno = 0;
+    char * end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        cli_die("%s: '%s' is not an integer in [%lld, %lld]", flag, s, (long long)lo,
+                (long long)hi);
+    return v;
+}
+
+double cli_parse_double(const char * flag, const char * s, double lo, double hi) {
+    if (!s) cli_die("%s needs a value", flag);
+    errno = 0;
+    char * end;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        cli_die("%s: '%s' is not a finite number in [%g, %g]", flag, s, lo, hi);
+    return v;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE * f) {
+    fprintf(f,
+            "linattn %s: linear-attention sequence models in C\n"
+            "\n"
+            "usage:\n"
+            "  linattn op NAME --in IN.safetensors --out OUT.safetensors [options]\n"
+            "                                  run one op; 'linattn op --help' lists ops and flags\n"
+            "  linattn bench [options]         time every op and form next to sgemm\n"
+            "                                  ('linattn bench --help')\n"
+            "  linattn demo                    run each mixer on a long random sequence: forms\n"
+            "                                  agree, and how fast each is\n"
+            "  linattn version                 print the version, ISA and BLAS backend\n",
+            LA_VERSION_STRING);
+}
+
+int main(int argc, char ** argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return LA_EXIT_USAGE;
+    }
+    const char * cmd = argv[1];
+    if (!strcmp(cmd, "op")) return cmd_op(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "demo")) return cmd_demo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("linattn %s (kernels: %s, blas: %s, threads: %d)\n", LA_VERSION_STRING,
+               la_cpu_isa(), la_blas_backend(), la_get_num_threads());
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    cli_die("unknown command '%s' (try 'linattn --help')", cmd);
+}

@@ -1,0 +1,447 @@
+// linattn op: run one op on tensors from a safetensors file and write its results to another.
+//
+//   linattn op NAME --in IN.safetensors --out OUT.safetensors [--form ref|recurrent|chunk]
+//       [--backward] [--scale S] [--chunk-size N] [--threads N] [--normalize] ...
+//
+// Inputs are named like fla's keyword arguments (q, k, v, g, g_gamma, initial_state,
+// cu_seqlens, ...). OUT receives `o` and, where the op has a recurrent state, `final_state`.
+// With --backward, IN also holds `do` (and optionally `dfinal_state`), and OUT also receives the
+// gradient of sum(o * do) + sum(final_state * dfinal_state) with respect to every floating
+// input, named "d" + the input's name.
+//
+// The runner is strict: an unknown op or flag, a flag the op does not take, a tensor the op
+// does not read, a missing or misshaped tensor, a wrong dtype, bad cu_seqlens or a non-finite
+// input value is one line on stderr and exit status 2. OUT is written to a temporary file and
+// renamed into place, so an existing OUT survives any failure.
+//
+// Shapes are checked symbolically: each op lists its tensors with one letter per axis (B, T, H,
+// K, V, N = number of sequences, G, P, ...); the first tensor that shows an axis fixes it.
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Flags beyond the common --form/--backward/--threads/--in/--out.
+enum {
+    OPF_SCALE = 1u << 0,
+    OPF_CHUNK = 1u << 1,
+    OPF_NORMALIZE = 1u << 2,
+    OPF_QK_L2NORM = 1u << 3,
+    OPF_BETA_SIGMOID = 1u << 4,
+    OPF_GATE_IN_KERNEL = 1u << 5,
+    OPF_NEG_EIGVAL = 1u << 6,
+    OPF_LOWER_BOUND = 1u << 7,
+    OPF_WINDOW = 1u << 8,
+};
+
+static const struct {
+    const char * name;
+    unsigned     bit;
+    bool         takes_value;
+} g_flags[] = {
+    { "--scale", OPF_SCALE, true },
+    { "--chunk-size", OPF_CHUNK, true },
+    { "--normalize", OPF_NORMALIZE, false },
+    { "--use-qk-l2norm-in-kernel", OPF_QK_L2NORM, false },
+    { "--use-beta-sigmoid-in-kernel", OPF_BETA_SIGMOID, false },
+    { "--use-gate-in-kernel", OPF_GATE_IN_KERNEL, false },
+    { "--allow-neg-eigval", OPF_NEG_EIGVAL, false },
+    { "--lower-bound", OPF_LOWER_BOUND, true },
+    { "--window-size", OPF_WINDOW, true },
+};
+#define N_FLAGS (sizeof g_flags / sizeof g_flags[0])
+
+#define MAX_TENSORS 64
+
+typedef struct tensor {
+    char    name[64];
+    float * data;
+    int32_t ndim;
+    int64_t shape[LA_ST_MAX_DIMS];
+    int64_t numel;
+} tensor;
+
+typedef struct run_ctx {
+    const char *   op;
+    const char *   in_path;
+    const char *   out_path;
+    la_st_file *   in;
+    bool           used[MAX_TENSORS * 4];  // which IN tensors the op read
+    la_opts        opts;
+    bool           backward;
+    unsigned       given;                  // OPF_* flags present on the command line
+    const char *   flag_val[N_FLAGS];
+    int64_t        dim[128];               // axis letter -> size, -1 while unknown
+    int64_t *      cu;                     // (N+1) cu_seqlens or NULL
+    tensor         outs[MAX_TENSORS];      // outputs, written in this order
+    int            nout;
+    float *        owned[MAX_TENSORS * 2]; // inputs to free
+    int            nowned;
+} run_ctx;
+
+// --- inputs -----------------------------------------------------------------------------------
+
+static void mark_used(run_ctx * c, const char * name) {
+    for (int64_t i = 0; i < la_st_count(c->in); i++)
+        if (!strcmp(la_st_get(c->in, i)->name, name)) c->used[i] = true;
+}
+
+static void fmt_shape(char * buf, size_t n, const int64_t * shape, int32_t ndim) {
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int32_t i = 0; i < ndim && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+// Loads a floating tensor whose axes are the letters of `axes` ("BTHK"); binds unknown axes,
+// checks known ones and that every value is finite. Returns NULL when absent and optional.
+static float * load_f32(run_ctx * c, const char * name, bool required, const char * axes) {
+    const la_st_tensor * t = la_st_find(c->in, name);
+    if (!t) {
+        if (required) cli_die("%s: op %s needs tensor '%s' (axes %s)", c->in_path, c->op, name, axes);
+        return NULL;
+    }
+    mark_used(c, name);
+    const int32_t nd = (int32_t)strlen(axes);
+    char got[160];
+    fmt_shape(got, sizeof got, t->shape, t->ndim);
+    if (t->ndim != nd)
+        cli_die("%s: tensor '%s' has shape %s, expected %d axes (%s)", c->in_path, name, got, nd,
+                axes);
+    for (int32_t i = 0; i < nd; i++) {
+        int64_t * d = &c->dim[(unsigned char)axes[i]];
+        if (*d < 0) *d = t->shape[i];
+        else if (*d != t->shape[i])
+            cli_die("%s: tensor '%s' has shape %s, but its axis %c must be %lld (%s)", c->in_path,
+                    name, got, axes[i], (long long)*d, axes);
+    }
+    float * x = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    if (!x) cli_die("out of memory loading '%s'", name);
+    char err[512];
+    la_status st = la_st_read_f32(c->in, t, x, t->numel, err, sizeof err);
+    if (st != LA_STATUS_OK) cli_die("%s", err);
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(x[i]))
+            cli_die("%s: tensor '%s' holds a non-finite value (%g) at flat index %lld",
+                    c->in_path, name, (double)x[i], (long long)i);
+    c->owned[c->nowned++] = x;
+    return x;
+}
+
+// cu_seqlens: 1-D integer [N+1], 0 = cu[0] <= ... <= cu[N] = T, and B = 1. Binds N.
+static void load_cu_seqlens(run_ctx * c) {
+    const la_st_tensor * t = la_st_find(c->in, "cu_seqlens");
+    const int64_t B = c->dim['B'], T = c->dim['T'];
+    if (!t) {
+        c->dim['N'] = B;
+        return;
+    }
+    mark_used(c, "cu_seqlens");
+    if (t->ndim != 1 || t->numel < 2)
+        cli_die("%s: cu_seqlens must be 1-D with at least 2 entries", c->in_path);
+    int64_t * cu = malloc((size_t)t->numel * sizeof(int64_t));
+    if (!cu) cli_die("out of memory");
+    char err[512];
+    if (la_st_read_i64(c->in, t, cu, t->numel, err, sizeof err) != LA_STATUS_OK)
+        cli_die("%s", err);
+    if (B != 1) cli_die("%s: cu_seqlens requires batch size B = 1, got B = %lld", c->in_path, (long long)B);
+    if (cu[0] != 0) cli_die("%s: cu_seqlens[0] must be 0, got %lld", c->in_path, (long long)cu[0]);
+    for (int64_t i = 1; i < t->numel; i++)
+        if (cu[i] < cu[i - 1])
+            cli_die("%s: cu_seqlens must be non-decreasing (cu[%lld] = %lld < cu[%lld] = %lld)",
+                    c->in_path, (long long)i, (long long)cu[i], (long long)(i - 1),
+                    (long long)cu[i - 1]);
+    if (cu[t->numel - 1] != T)
+        cli_die("%s: cu_seqlens must end at T = %lld, ends at %lld", c->in_path, (long long)T,
+                (long long)cu[t->numel - 1]);
+    c->cu = cu;
+    c->dim['N'] = t->numel - 1;
+    c->opts.cu_seqlens = cu;
+    c->opts.n_seqs = t->numel - 1;
+}
+
+// Every tensor in IN must be read by the op: an ignored tensor would silently change meaning.
+static void check_all_used(run_ctx * c) {
+    for (int64_t i = 0; i < la_st_count(c->in); i++)
+        if (!c->used[i]) {
+            const char * n = la_st_get(c->in, i)->name;
+            if (!c->backward && (!strcmp(n, "do") || !strncmp(n, "dfinal", 6)))
+                cli_die("%s: tensor '%s' is only read with --backward", c->in_path, n);
+            cli_die("%s: tensor '%s' is not an input of op %s", c->in_path, n, c->op);
+        }
+}
+
+// --- outputs ----------------------------------------------------------------------------------
+
+static float * out_f32(run_ctx * c, const char * name, const char * axes) {
+    if (c->nout >= MAX_TENSORS) cli_die("too many outputs");
+    tensor * t = &c->outs[c->nout++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = (int32_t)strlen(axes);
+    t->numel = 1;
+    for (int32_t i = 0; i < t->ndim; i++) {
+        t->shape[i] = c->dim[(unsigned char)axes[i]];
+        t->numel *= t->shape[i];
+    }
+    t->data = calloc((size_t)(t->numel ? t->numel : 1), sizeof(float));
+    if (!t->data) cli_die("out of memory for output '%s'", name);
+    return t->data;
+}
+
+// Gradient output for an optional input: allocated only when the input is present.
+static float * grad_for(run_ctx * c, const float * input, const char * name, const char * axes) {
+    return input ? out_f32(c, name, axes) : NULL;
+}
+
+static void save_outputs(run_ctx * c) {
+    la_st_writer * w = la_st_writer_new();
+    if (!w) cli_die("out of memory");
+    char err[512];
+    for (int i = 0; i < c->nout; i++) {
+        tensor * t = &c->outs[i];
+        if (la_st_writer_add(w, t->name, LA_DTYPE_F32, t->ndim, t->shape, t->data, err,
+                             sizeof err) != LA_STATUS_OK)
+            cli_die("%s", err);
+    }
+    if (la_st_writer_save(w, c->out_path, err, sizeof err) != LA_STATUS_OK) cli_die("%s", err);
+    la_st_writer_free(w);
+}
+
+static void check_status(run_ctx * c, la_status st, const char * what) {
+    if (st != LA_STATUS_OK) cli_die("op %s %s failed: %s", c->op, what, la_status_str(st));
+}
+
+static void need_dims(run_ctx * c) {
+    // Every axis the shared shape uses must be known and positive (T may be 0).
+    const char * ax = "BHKV";
+    for (const char * p = ax; *p; p++)
+        if (c->dim[(unsigned char)*p] < 1)
+            cli_die("%s: axis %c must be at least 1, got %lld", c->in_path, *p,
+                    (long long)c->dim[(unsigned char)*p]);
+}
+
+static la_shape shape_of(run_ctx * c) {
+    need_dims(c);
+    return (la_shape){ c->dim['B'], c->dim['T'], c->dim['H'], c->dim['K'], c->dim['V'] };
+}
+
+// --- ops --------------------------------------------------------------------------------------
+
+// simple_gla, retention, linear_attn: q, k (B,T,H,K), v (B,T,H,V), state (N,H,K,V).
+typedef enum { SG_SIMPLE_GLA, SG_RETENTION, SG_LINEAR_ATTN } sg_kind;
+
+static void run_sg_family(run_ctx * c, sg_kind kind) {
+    const float * q = load_f32(c, "q", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, "BTHV");
+    const float * g = kind == SG_SIMPLE_GLA ? load_f32(c, "g", false, "BTH") : NULL;
+    const float * gg = kind == SG_SIMPLE_GLA ? load_f32(c, "g_gamma", false, "H") : NULL;
+    if (g && gg) cli_die("%s: give at most one of 'g' and 'g_gamma'", c->in_path);
+    load_cu_seqlens(c);
+    const bool norm = kind == SG_LINEAR_ATTN && (c->given & OPF_NORMALIZE);
+    const float * s0 = load_f32(c, "initial_state", false, "NHKV");
+    const float * z0 = norm ? load_f32(c, "initial_z", false, "NHK") : NULL;
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NHKV") : NULL;
+    const float * dfz = c->backward && norm ? load_f32(c, "dfinal_z", false, "NHK") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+
+    float * o = out_f32(c, "o", "BTHV");
+    float * fin = out_f32(c, "final_state", "NHKV");
+    float * fz = norm ? out_f32(c, "final_z", "NHK") : NULL;
+    la_status st;
+    if (kind == SG_SIMPLE_GLA)
+        st = la_simple_gla_forward(o, fin, q, k, v, g, gg, s0, sh, &c->opts);
+    else if (kind == SG_RETENTION)
+        st = la_retention_forward(o, fin, q, k, v, s0, sh, &c->opts);
+    else
+        st = la_linear_attn_forward(o, fin, fz, q, k, v, s0, z0, norm, sh, &c->opts);
+    check_status(c, st, "forward");
+    if (!c->backward) return;
+
+    float * dq = out_f32(c, "dq", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", "BTHV");
+    float * dg = grad_for(c, g, "dg", "BTH");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "NHKV");
+    float * dz0 = grad_for(c, z0, "dinitial_z", "NHK");
+    if (kind == SG_SIMPLE_GLA)
+        st = la_simple_gla_backward(dq, dk, dv, dg, ds0, dout, dfin, q, k, v, g, gg, s0, sh,
+                                    &c->opts);
+    else if (kind == SG_RETENTION)
+        st = la_retention_backward(dq, dk, dv, ds0, dout, dfin, q, k, v, s0, sh, &c->opts);
+    else
+        st = la_linear_attn_backward(dq, dk, dv, ds0, dz0, dout, dfin, dfz, q, k, v, s0, z0, norm,
+                                     sh, &c->opts);
+    check_status(c, st, "backward");
+}
+
+static void op_simple_gla(run_ctx * c) { run_sg_family(c, SG_SIMPLE_GLA); }
+static void op_retention(run_ctx * c) { run_sg_family(c, SG_RETENTION); }
+static void op_linear_attn(run_ctx * c) { run_sg_family(c, SG_LINEAR_ATTN); }
+
+// mamba2: x (B,T,H,P), dt (B,T,H), A_log (H), B, C (B,T,G,Nst), D (H), dt_bias (H),
+// state (N,H,Nst,P). Axis letters: P -> V, Nst -> K (simple_gla's layout).
+static void op_mamba2(run_ctx * c) {
+    const float * x = load_f32(c, "x", true, "BTHV");
+    const float * dt = load_f32(c, "dt", true, "BTH");
+    const float * A_log = load_f32(c, "A_log", true, "H");
+    const float * Bm = load_f32(c, "B", true, "BTGK");
+    const float * Cm = load_f32(c, "C", true, "BTGK");
+    const float * D = load_f32(c, "D", false, "H");
+    const float * dt_bias = load_f32(c, "dt_bias", false, "H");
+    load_cu_seqlens(c);
+    const float * s0 = load_f32(c, "initial_state", false, "NHKV");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NHKV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    const int64_t G = c->dim['G'];
+    if (G < 1 || sh.H % G != 0)
+        cli_die("%s: heads H = %lld must be a multiple of groups G = %lld", c->in_path,
+                (long long)sh.H, (long long)G);
+
+    float * o = out_f32(c, "o", "BTHV");
+    float * fin = out_f32(c, "final_state", "NHKV");
+    check_status(c, la_mamba2_forward(o, fin, x, dt, A_log, Bm, Cm, D, dt_bias, s0, sh, G, &c->opts),
+                 "forward");
+    if (!c->backward) return;
+    float * dx = out_f32(c, "dx", "BTHV");
+    float * ddt = out_f32(c, "ddt", "BTH");
+    float * dA = out_f32(c, "dA_log", "H");
+    float * dB = out_f32(c, "dB", "BTGK");
+    float * dC = out_f32(c, "dC", "BTGK");
+    float * dD = grad_for(c, D, "dD", "H");
+    float * dbias = grad_for(c, dt_bias, "ddt_bias", "H");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "NHKV");
+    check_status(c, la_mamba2_backward(dx, ddt, dA, dB, dC, dD, dbias, ds0, dout, dfin, x, dt, A_log,
+                                       Bm, Cm, D, dt_bias, s0, sh, G, &c->opts),
+                 "backward");
+}
+
+typedef struct op_desc {
+    const char * name;
+    unsigned     flags;  // OPF_* the op accepts
+    void (*run)(run_ctx * c);
+    const char * inputs;
+} op_desc;
+
+static const op_desc g_ops[] = {
+    { "linear_attn", OPF_SCALE | OPF_CHUNK | OPF_NORMALIZE, op_linear_attn,
+      "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]; with --normalize initial_z [N,H,K]" },
+    { "simple_gla", OPF_SCALE | OPF_CHUNK, op_simple_gla,
+      "q, k [B,T,H,K]; v [B,T,H,V]; g [B,T,H] or g_gamma [H]; initial_state [N,H,K,V]" },
+    { "retention", OPF_SCALE | OPF_CHUNK, op_retention,
+      "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]" },
+    { "mamba2", OPF_CHUNK, op_mamba2,
+      "x [B,T,H,P]; dt [B,T,H]; A_log [H]; B, C [B,T,G,Nst]; D [H]; dt_bias [H]; "
+      "initial_state [N,H,Nst,P]" },
+};
+#define N_OPS (sizeof g_ops / sizeof g_ops[0])
+
+static void op_usage(FILE * f) {
+    fprintf(f, "usage: linattn op NAME --in IN.safetensors --out OUT.safetensors\n"
+               "         [--form ref|recurrent|chunk] [--backward] [--threads N] [flags]\n"
+               "\nops and their inputs (all take cu_seqlens [N+1] int64/int32 for varlen):\n");
+    for (size_t i = 0; i < N_OPS; i++) {
+        fprintf(f, "  %-12s %s\n               flags:", g_ops[i].name, g_ops[i].inputs);
+        for (size_t j = 0; j < N_FLAGS; j++)
+            if (g_ops[i].flags & g_flags[j].bit) fprintf(f, " %s", g_flags[j].name);
+        fputc('\n', f);
+    }
+    fprintf(f, "\nOUT holds o, final_state and, with --backward (IN then also holds do and\n"
+               "optionally dfinal_state), d<name> for every floating input.\n");
+}
+
+int cmd_op(int argc, char ** argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        op_usage(stdout);
+        return 0;
+    }
+    if (argc < 2 || argv[1][0] == '-') {
+        op_usage(stderr);
+        cli_die("op: missing op NAME");
+    }
+    run_ctx * c = calloc(1, sizeof *c);
+    if (!c) cli_die("out of memory");
+    c->op = argv[1];
+    c->opts = la_opts_default();
+    for (int i = 0; i < 128; i++) c->dim[i] = -1;
+    const op_desc * op = NULL;
+    for (size_t i = 0; i < N_OPS; i++)
+        if (!strcmp(g_ops[i].name, c->op)) op = &g_ops[i];
+    if (!op) {
+        fprintf(stderr, "linattn: error: unknown op '%s' (ops:", c->op);
+        for (size_t i = 0; i < N_OPS; i++) fprintf(stderr, " %s", g_ops[i].name);
+        fprintf(stderr, ")\n");
+        exit(LA_EXIT_USAGE);
+    }
+    bool form_given = false;
+    for (int i = 2; i < argc; i++) {
+        const char * a = argv[i];
+        const char * val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--in")) {
+            if (!val) cli_die("--in needs a file");
+            c->in_path = val;
+            i++;
+        } else if (!strcmp(a, "--out")) {
+            if (!val) cli_die("--out needs a file");
+            c->out_path = val;
+            i++;
+        } else if (!strcmp(a, "--form")) {
+            if (!val) cli_die("--form needs one of ref, recurrent, chunk");
+            if (!strcmp(val, "ref")) c->opts.form = LA_FORM_REF;
+            else if (!strcmp(val, "recurrent")) c->opts.form = LA_FORM_RECURRENT;
+            else if (!strcmp(val, "chunk")) c->opts.form = LA_FORM_CHUNK;
+            else cli_die("--form: '%s' is not one of ref, recurrent, chunk", val);
+            form_given = true;
+            i++;
+        } else if (!strcmp(a, "--backward")) {
+            c->backward = true;
+        } else if (!strcmp(a, "--threads")) {
+            la_set_num_threads((int32_t)cli_parse_int("--threads", val, 1, 1024));
+            i++;
+        } else {
+            size_t j = 0;
+            while (j < N_FLAGS && strcmp(g_flags[j].name, a)) j++;
+            if (j == N_FLAGS) cli_die("op %s: unknown flag '%s'", c->op, a);
+            if (!(op->flags & g_flags[j].bit))
+                cli_die("op %s does not take %s", c->op, g_flags[j].name);
+            if (c->given & g_flags[j].bit) cli_die("%s given twice", a);
+            c->given |= g_flags[j].bit;
+            if (g_flags[j].takes_value) {
+                if (!val) cli_die("%s needs a value", a);
+                c->flag_val[j] = val;
+                i++;
+            }
+        }
+    }
+    (void)form_given;
+    if (!c->in_path) cli_die("op %s: --in IN.safetensors is required", c->op);
+    if (!c->out_path) cli_die("op %s: --out OUT.safetensors is required", c->op);
+    for (size_t j = 0; j < N_FLAGS; j++) {
+        if (!c->flag_val[j]) continue;
+        if (g_flags[j].bit == OPF_SCALE) {
+            c->opts.scale = (float)cli_parse_double("--scale", c->flag_val[j], -1e6, 1e6);
+            if (c->opts.scale == 0.0f) cli_die("--scale must be non-zero");
+        } else if (g_flags[j].bit == OPF_CHUNK) {
+            c->opts.chunk_size = (int32_t)cli_parse_int("--chunk-size", c->flag_val[j], 1, 256);
+            if (c->opts.form != LA_FORM_CHUNK)
+                cli_die("--chunk-size applies only to --form chunk");
+        }
+    }
+    char err[1024];
+    if (la_st_open(&c->in, c->in_path, err, sizeof err) != LA_STATUS_OK) cli_die("%s", err);
+    if (la_st_count(c->in) > (int64_t)(sizeof c->used / sizeof c->used[0]))
+        cli_die("%s: too many tensors for op %s", c->in_path, c->op);
+    op->run(c);
+    save_outputs(c);
+    for (int i = 0; i < c->nout; i++) free(c->outs[i].data);
+    for (int i = 0; i < c->nowned; i++) free(c->owned[i]);
+    free(c->cu);
+    la_st_close(c->in);
+    free(c);
+    return 0;
+}

@@ -1,0 +1,156 @@
+// The op set of the benchmark and the demo (see opset.h).
+#include "opset.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2 };
+
+const op_entry la_opset[] = {
+    { "linear_attn", "" },
+    { "linear_attn", "normalize" },
+    { "simple_gla", "g [B,T,H]" },
+    { "retention", "" },
+    { "mamba2", "G=1" },
+};
+const int la_opset_count = sizeof la_opset / sizeof la_opset[0];
+
+struct op_inst {
+    int      which;
+    la_shape sh;
+    int64_t  nq, nv, ng;
+    float *  q, * k, * v, * g, * o, * dout;   // mamba2: q = C, k = B (per group), v = x, g = dt
+    float *  dq, * dk, * dv, * dg;
+    float *  A_log, * D, * dA, * dD;
+};
+
+static uint64_t rng_next(uint64_t * s) {
+    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    return *s;
+}
+static float urand(uint64_t * s) { return (float)((double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0)); }
+static void fill(float * x, int64_t n, uint64_t * s, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * urand(s);
+}
+
+op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
+    op_inst * x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    x->which = which;
+    x->sh = sh;
+    const int64_t ntok = sh.B * sh.T;
+    x->nq = ntok * sh.H * sh.K;
+    x->nv = ntok * sh.H * sh.V;
+    x->ng = ntok * sh.H;
+    size_t fq = (size_t)x->nq * 4, fv = (size_t)x->nv * 4, fg = (size_t)x->ng * 4;
+    x->q = malloc(fq); x->k = malloc(fq); x->v = malloc(fv); x->o = malloc(fv);
+    x->dout = malloc(fv); x->dq = malloc(fq); x->dk = malloc(fq); x->dv = malloc(fv);
+    x->g = malloc(fg); x->dg = malloc(fg);
+    x->A_log = malloc((size_t)sh.H * 4); x->D = malloc((size_t)sh.H * 4);
+    x->dA = malloc((size_t)sh.H * 4); x->dD = malloc((size_t)sh.H * 4);
+    if (!x->q || !x->k || !x->v || !x->o || !x->dout || !x->dq || !x->dk || !x->dv || !x->g ||
+        !x->dg || !x->A_log || !x->D || !x->dA || !x->dD) {
+        op_inst_free(x);
+        return NULL;
+    }
+    uint64_t s = seed * 2654435761u + 1;
+    // Keys scaled like l2-normalised rows, positive features for the normalised variant.
+    const float ks = 1.0f / sqrtf((float)sh.K);
+    if (which == OP_LINEAR_ATTN_NORM) {
+        fill(x->q, x->nq, &s, 0.0f, 1.0f);
+        fill(x->k, x->nq, &s, 0.0f, 2.0f * ks);
+    } else {
+        fill(x->q, x->nq, &s, -1.0f, 1.0f);
+        fill(x->k, x->nq, &s, -ks * 1.7f, ks * 1.7f);
+    }
+    fill(x->v, x->nv, &s, -1.0f, 1.0f);
+    fill(x->dout, x->nv, &s, -1.0f, 1.0f);
+    if (which == OP_MAMBA2) fill(x->g, x->ng, &s, -3.0f, 1.0f);       // dt_raw
+    else fill(x->g, x->ng, &s, -0.2f, -0.001f);                          // log gates
+    fill(x->A_log, sh.H, &s, 0.0f, 1.0f);
+    fill(x->D, sh.H, &s, -1.0f, 1.0f);
+    return x;
+}
+
+void op_inst_free(op_inst * x) {
+    if (!x) return;
+    free(x->q); free(x->k); free(x->v); free(x->g); free(x->o); free(x->dout);
+    free(x->dq); free(x->dk); free(x->dv); free(x->dg);
+    free(x->A_log); free(x->D); free(x->dA); free(x->dD);
+    free(x);
+}
+
+static la_opts mk_opts(la_form form, int32_t C) {
+    la_opts o = la_opts_default();
+    o.form = form;
+    o.chunk_size = form == LA_FORM_CHUNK ? C : 0;
+    return o;
+}
+
+la_status op_inst_forward(op_inst * x, la_form form, int32_t C) {
+    la_opts o = mk_opts(form, C);
+    switch (x->which) {
+    case OP_LINEAR_ATTN:
+        return la_linear_attn_forward(x->o, NULL, NULL, x->q, x->k, x->v, NULL, NULL, false, x->sh, &o);
+    case OP_LINEAR_ATTN_NORM:
+        return la_linear_attn_forward(x->o, NULL, NULL, x->q, x->k, x->v, NULL, NULL, true, x->sh, &o);
+    case OP_SIMPLE_GLA:
+        return la_simple_gla_forward(x->o, NULL, x->q, x->k, x->v, x->g, NULL, NULL, x->sh, &o);
+    case OP_RETENTION:
+        return la_retention_forward(x->o, NULL, x->q, x->k, x->v, NULL, x->sh, &o);
+    case OP_MAMBA2:
+        // B and C shared by all heads (G = 1): the first H-row of q/k serves as (B,T,1,Nst).
+        return la_mamba2_forward(x->o, NULL, x->v, x->g, x->A_log, x->k, x->q, x->D, NULL, NULL,
+                                 x->sh, 1, &o);
+    }
+    return LA_STATUS_INVALID_ARG;
+}
+
+la_status op_inst_backward(op_inst * x, la_form form, int32_t C) {
+    la_status st = op_inst_forward(x, form, C);
+    if (st != LA_STATUS_OK) return st;
+    la_opts o = mk_opts(form, C);
+    switch (x->which) {
+    case OP_LINEAR_ATTN:
+    case OP_LINEAR_ATTN_NORM:
+        return la_linear_attn_backward(x->dq, x->dk, x->dv, NULL, NULL, x->dout, NULL, NULL, x->q,
+                                       x->k, x->v, NULL, NULL, x->which == OP_LINEAR_ATTN_NORM,
+                                       x->sh, &o);
+    case OP_SIMPLE_GLA:
+        return la_simple_gla_backward(x->dq, x->dk, x->dv, x->dg, NULL, x->dout, NULL, x->q, x->k,
+                                      x->v, x->g, NULL, NULL, x->sh, &o);
+    case OP_RETENTION:
+        return la_retention_backward(x->dq, x->dk, x->dv, NULL, x->dout, NULL, x->q, x->k, x->v,
+                                     NULL, x->sh, &o);
+    case OP_MAMBA2:
+        return la_mamba2_backward(x->dv, x->dg, x->dA, x->dk, x->dq, x->dD, NULL, NULL, x->dout,
+                                  NULL, x->v, x->g, x->A_log, x->k, x->q, x->D, NULL, NULL, x->sh,
+                                  1, &o);
+    }
+    return LA_STATUS_INVALID_ARG;
+}
+
+const float * op_inst_out(const op_inst * x, int64_t * n) {
+    *n = x->nv;
+    return x->o;
+}
+
+const float * op_inst_grad(const op_inst * x, int64_t * n) {
+    if (x->which == OP_MAMBA2) {  // dx
+        *n = x->nv;
+        return x->dv;
+    }
+    *n = x->nq;
+    return x->dk;
+}
+
+double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
+    const double K = (double)sh.K, V = (double)(which == OP_LINEAR_ATTN_NORM ? sh.V + 1 : sh.V);
+    if (form != LA_FORM_CHUNK) {
+        // recurrent: k v^T update + S^T q (4KV), plus the decay of S for gated ops (5KV).
+        return which == OP_LINEAR_ATTN || which == OP_LINEAR_ATTN_NORM ? 4 * K * V : 5 * K * V;
+    }
+    const double c = (double)(C > 0 ? C : 64);
+    return 4 * K * V + 2 * c * (K + V);  // inter-chunk 4KV + dense intra-chunk 2C(K+V)
+}

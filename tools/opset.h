@@ -1,0 +1,31 @@
+// A uniform handle on every op, for the benchmark and the demo: random inputs of a given shape,
+// one forward call, one forward+backward call, and the op's cost model (ALGORITHMS.md 11).
+#ifndef LA_OPSET_H
+#define LA_OPSET_H
+
+#include "linattn.h"
+
+typedef struct op_inst op_inst;  // inputs, outputs and gradients of one op at one shape
+
+typedef struct op_entry {
+    const char * name;
+    const char * note;  // shown in tables (e.g. "normalize")
+} op_entry;
+
+extern const op_entry la_opset[];
+extern const int      la_opset_count;
+
+// Allocates and fills inputs with a fixed seed. NULL on allocation failure.
+op_inst * op_inst_new(int which, la_shape sh, uint64_t seed);
+void      op_inst_free(op_inst * x);
+// Runs the op in `form` (chunk size C); backward also runs the forward first.
+la_status op_inst_forward(op_inst * x, la_form form, int32_t C);
+la_status op_inst_backward(op_inst * x, la_form form, int32_t C);
+// Output o and dq-like first gradient after the calls above (for agreement checks).
+const float * op_inst_out(const op_inst * x, int64_t * n);
+const float * op_inst_grad(const op_inst * x, int64_t * n);
+// Forward FLOPs per token per head of the op in a form (ALGORITHMS.md 11.2-11.3, dense counts);
+// the forward+backward model count is 3x this.
+double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C);
+
+#endif
