@@ -381,7 +381,8 @@ int cmd_op(int argc, char ** argv) {
     bool form_given = false;
     for (int i = 2; i < argc; i++) {
         const char * a = argv[i];
-        const char * val = i + 1 < argc ? argv[i + 1] : NULL;
+        // A following "--flag" is never taken as a value (negative numbers have one dash).
+        const char * val = i + 1 < argc && strncmp(argv[i + 1], "--", 2) ? argv[i + 1] : NULL;
         if (!strcmp(a, "--in")) {
             if (!val) cli_die("--in needs a file");
             c->in_path = val;
