@@ -261,7 +261,7 @@ static void expect_fail(const char * what, const char * args) {
 
 static void bad_inputs(void) {
     const int64_t B = 1, T = 6, H = 2, K = 4, V = 3;
-    float q[48], k[48], v[36], g[12], gg[2], s0[24];
+    float q[48], k[48], v[36], g[12], gg[2];
     la_rng r;
     la_rng_seed(&r, 1);
     la_fill_normal(&r, q, 48, 1);
@@ -269,7 +269,6 @@ static void bad_inputs(void) {
     la_fill_normal(&r, v, 36, 1);
     la_fill_logsigmoid(&r, g, 12);
     la_fill_logsigmoid(&r, gg, 2);
-    la_fill_normal(&r, s0, 24, 1);
     char good[512];  // path_of's buffers rotate: keep a copy
     snprintf(good, sizeof good, "%s", path_of("good.safetensors"));
     tin base[3] = { { "q", LA_DTYPE_F32, 4, { B, T, H, K }, q },
@@ -360,7 +359,7 @@ static void bad_inputs(void) {
     FAIL_WITH("'do' without --backward", "simple_gla --in %s", path_of("dofwd.safetensors"));
     FAIL_WITH("--backward without 'do'", "simple_gla --in %s --backward", good);
     memcpy(t, base, sizeof base);
-    t[3] = (tin){ "initial_state", LA_DTYPE_F32, 4, { 1, H, K + 1, V }, s0 };
+    t[3] = (tin){ "initial_state", LA_DTYPE_F32, 4, { 1, H, K + 1, V }, q };  // 30 of q's 48
     write_st(path_of("bads0.safetensors"), t, 4);
     FAIL_WITH("initial_state with wrong K", "simple_gla --in %s", path_of("bads0.safetensors"));
 

@@ -54,7 +54,7 @@ static bool check_impl(const char * name, const float * got, const float * reff,
         double d = fabs(g - r);
         bool fail = !isfinite(g) || !isfinite(r) || d > atol + rtol * fabs(r);
         if (isfinite(d)) { se += d * d; sr += r * r; }
-        if (!isfinite(d) || d > maxd) { maxd = isfinite(d) ? d : INFINITY; imax = i; }
+        if (!isfinite(d) || d > maxd) { maxd = isfinite(d) ? d : (double)INFINITY; imax = i; }
         if (fail) {
             if (bad < 5)
                 fprintf(stderr, "  %s[%lld]: got %.9g ref %.9g (diff %.3g > %.3g)\n", name,
