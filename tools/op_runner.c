@@ -118,6 +118,7 @@ static float * load_f32(run_ctx * c, const char * name, bool required, const cha
     }
     float * x = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
     if (!x) cli_die("out of memory loading '%s'", name);
+    c->owned[c->nowned++] = x;  // reachable before any exit below (leak checkers)
     char err[512];
     la_status st = la_st_read_f32(c->in, t, x, t->numel, err, sizeof err);
     if (st != LA_STATUS_OK) cli_die("%s", err);
@@ -125,7 +126,6 @@ static float * load_f32(run_ctx * c, const char * name, bool required, const cha
         if (!isfinite(x[i]))
             cli_die("%s: tensor '%s' holds a non-finite value (%g) at flat index %lld",
                     c->in_path, name, (double)x[i], (long long)i);
-    c->owned[c->nowned++] = x;
     return x;
 }
 
@@ -142,6 +142,7 @@ static void load_cu_seqlens(run_ctx * c) {
         cli_die("%s: cu_seqlens must be 1-D with at least 2 entries", c->in_path);
     int64_t * cu = malloc((size_t)t->numel * sizeof(int64_t));
     if (!cu) cli_die("out of memory");
+    c->cu = cu;
     char err[512];
     if (la_st_read_i64(c->in, t, cu, t->numel, err, sizeof err) != LA_STATUS_OK)
         cli_die("%s", err);
@@ -155,7 +156,6 @@ static void load_cu_seqlens(run_ctx * c) {
     if (cu[t->numel - 1] != T)
         cli_die("%s: cu_seqlens must end at T = %lld, ends at %lld", c->in_path, (long long)T,
                 (long long)cu[t->numel - 1]);
-    c->cu = cu;
     c->dim['N'] = t->numel - 1;
     c->opts.cu_seqlens = cu;
     c->opts.n_seqs = t->numel - 1;
