@@ -20,6 +20,7 @@
 // Row-major C[M,N] = alpha * op(A)[M,Kd] * op(B)[Kd,N] + beta * C.
 //   op(A) = A (lda >= Kd) or A^T with A stored [Kd, M] (lda >= M); likewise op(B).
 //   beta == 0: C is overwritten and never read (it may hold NaN); beta == 1: accumulate.
+//   alpha == 0: C = beta * C and A, B are never read (as BLAS).
 //   M, N or Kd may be 0 (Kd == 0 scales C by beta).
 // Single-threaded, never allocates; stack scratch is bounded by LA_GEMM_STACK_BYTES.
 // Tuned for operands that sit in L2 (M, N, Kd up to a few hundred); correct for any size.
