@@ -226,6 +226,109 @@ LA_API la_status la_mamba2_backward(float * dx, float * ddt, float * dA_log, flo
                                     la_shape sh, int64_t G, const la_opts * opts);
 
 // ---------------------------------------------------------------------------------------------
+// gla: per-key-channel decay (GLA, HGRN2, LightNet)                          (OPS.md 2.5)
+//
+//   S_t = Diag(exp(gk_t)) S_{t-1} Diag(exp(gv_t)) + k_t v_t^T ;   o_t = s S_t^T q_t
+//
+//   q, k, dq, dk, gk, dgk   (B, T, H, K)     gk: log decay; may be NULL (no key decay) except
+//                                            in the chunk form, which requires it (as fla)
+//   v, o, dv, do, gv, dgv   (B, T, H, V)     gv: optional value-side log decay; recurrent and
+//                                            ref forms only (fla's chunk_gla has none): the
+//                                            chunk form returns LA_STATUS_UNSUPPORTED with gv
+//   states                  (N, H, K, V)
+// The chunk form uses secondary chunking (ALGORITHMS.md 3.2): every exponential it forms has a
+// non-positive argument, so in-chunk cumulative log decays of -1000 and below are safe. The
+// backward saves nothing; it recomputes the chunk-boundary states. Gradients are overwritten;
+// dgk (dgv) must be non-NULL exactly when gk (gv) is.
+LA_API size_t la_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_gla_forward(float * o, float * final_state,
+                                const float * q, const float * k, const float * v,
+                                const float * gk, const float * gv,
+                                const float * initial_state, la_shape sh, const la_opts * opts);
+LA_API la_status la_gla_backward(float * dq, float * dk, float * dv, float * dgk, float * dgv,
+                                 float * dinitial_state,
+                                 const float * dout, const float * dfinal_state,
+                                 const float * q, const float * k, const float * v,
+                                 const float * gk, const float * gv,
+                                 const float * initial_state, la_shape sh,
+                                 const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// rwkv6: reads the previous state plus a bonus for the current token        (OPS.md 2.11)
+//
+//   o_t = s (S_{t-1}^T r_t + (r_t . (u o k_t)) v_t) ;   S_t = Diag(exp(w_t)) S_{t-1} + k_t v_t^T
+//
+//   r, k, w, dr, dk, dw     (B, T, H, K)     w: log decay (the RWKV6 layer passes -exp(w_raw))
+//   v, o, dv, do            (B, T, H, V)
+//   u, du                   (H, K)           bonus; du is overwritten (a sum over B and T)
+//   states                  (N, H, K, V)     scale default K^-1/2 (the layer passes 1)
+LA_API size_t la_rwkv6_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_rwkv6_forward(float * o, float * final_state,
+                                  const float * r, const float * k, const float * v,
+                                  const float * w, const float * u,
+                                  const float * initial_state, la_shape sh,
+                                  const la_opts * opts);
+LA_API la_status la_rwkv6_backward(float * dr, float * dk, float * dv, float * dw, float * du,
+                                   float * dinitial_state,
+                                   const float * dout, const float * dfinal_state,
+                                   const float * r, const float * k, const float * v,
+                                   const float * w, const float * u,
+                                   const float * initial_state, la_shape sh,
+                                   const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// hgrn: HGRN v1 element-wise recurrence                                      (OPS.md 2.13)
+//
+//   h_t = exp(g_t) o h_{t-1} + x_t ;   o_t = h_t
+//
+//   x, g, o, dx, dg, do     (B, T, D)        g: log forget gate
+//   states                  (N, D)
+// No heads and no scale: opts.scale must be 0. The chunk form splits time into chunks that
+// are scanned in parallel and then joined by a carry pass (ALGORITHMS.md 1).
+LA_API size_t la_hgrn_workspace_size(bool backward, int64_t B, int64_t T, int64_t D,
+                                     const la_opts * opts);
+LA_API la_status la_hgrn_forward(float * o, float * final_state, const float * x,
+                                 const float * g, const float * initial_state, int64_t B,
+                                 int64_t T, int64_t D, const la_opts * opts);
+LA_API la_status la_hgrn_backward(float * dx, float * dg, float * dinitial_state,
+                                  const float * dout, const float * dfinal_state,
+                                  const float * x, const float * g, const float * initial_state,
+                                  int64_t B, int64_t T, int64_t D, const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// selective_scan: Mamba (v1) S6                                              (ALGORITHMS.md 6)
+//
+//   dt_t[d]  = delta_t[d] + delta_bias[d], then softplus(dt) when delta_softplus
+//   h_t[d,n] = exp(dt_t[d] A[d,n]) h_{t-1}[d,n] + dt_t[d] B_t[n] u_t[d]
+//   y_t[d]   = sum_n C_t[n] h_t[d,n] + D[d] u_t[d]
+//
+//   u, delta, y, du, ddelta, dy   (B, T, Dm)   NB: mamba_ssm lays these out (B, Dm, T)
+//   A, dA                         (Dm, Nst)
+//   Bm, Cm, dBm, dCm              (B, T, Nst)  (mamba_ssm: (B, Nst, T))
+//   D, dD, delta_bias, ddelta_bias  (Dm) or NULL
+//   states                        (N, Dm, Nst)
+// opts.scale must be 0. Parameter gradients (dA, dD, ddelta_bias) are overwritten.
+LA_API size_t la_selective_scan_workspace_size(bool backward, int64_t B, int64_t T, int64_t Dm,
+                                               int64_t Nst, const la_opts * opts);
+LA_API la_status la_selective_scan_forward(float * y, float * final_state,
+                                           const float * u, const float * delta,
+                                           const float * A, const float * Bm, const float * Cm,
+                                           const float * D, const float * delta_bias,
+                                           bool delta_softplus, const float * initial_state,
+                                           int64_t B, int64_t T, int64_t Dm, int64_t Nst,
+                                           const la_opts * opts);
+LA_API la_status la_selective_scan_backward(float * du, float * ddelta, float * dA, float * dBm,
+                                            float * dCm, float * dD, float * ddelta_bias,
+                                            float * dinitial_state,
+                                            const float * dy, const float * dfinal_state,
+                                            const float * u, const float * delta,
+                                            const float * A, const float * Bm, const float * Cm,
+                                            const float * D, const float * delta_bias,
+                                            bool delta_softplus, const float * initial_state,
+                                            int64_t B, int64_t T, int64_t Dm, int64_t Nst,
+                                            const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
 // safetensors I/O
 //
 // The reader maps the file and validates it strictly before returning: header length within

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2 };
+enum { OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2, OP_GLA, OP_RWKV6 };
 
 const op_entry la_opset[] = {
     { "linear_attn", "" },
@@ -13,6 +13,8 @@ const op_entry la_opset[] = {
     { "simple_gla", "g [B,T,H]" },
     { "retention", "" },
     { "mamba2", "G=1" },
+    { "gla", "gk [B,T,H,K]" },
+    { "rwkv6", "" },
 };
 const int la_opset_count = sizeof la_opset / sizeof la_opset[0];
 
@@ -23,6 +25,8 @@ struct op_inst {
     float *  q, * k, * v, * g, * o, * dout;   // mamba2: q = C, k = B (per group), v = x, g = dt
     float *  dq, * dk, * dv, * dg;
     float *  A_log, * D, * dA, * dD;
+    float *  gk, * dgk;                       // gla gk, rwkv6 w (B,T,H,K)
+    float *  u, * du;                         // rwkv6 bonus (H,K)
 };
 
 static uint64_t rng_next(uint64_t * s) {
@@ -47,10 +51,12 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     x->q = malloc(fq); x->k = malloc(fq); x->v = malloc(fv); x->o = malloc(fv);
     x->dout = malloc(fv); x->dq = malloc(fq); x->dk = malloc(fq); x->dv = malloc(fv);
     x->g = malloc(fg); x->dg = malloc(fg);
+    x->gk = malloc(fq); x->dgk = malloc(fq);
+    x->u = malloc((size_t)(sh.H * sh.K) * 4); x->du = malloc((size_t)(sh.H * sh.K) * 4);
     x->A_log = malloc((size_t)sh.H * 4); x->D = malloc((size_t)sh.H * 4);
     x->dA = malloc((size_t)sh.H * 4); x->dD = malloc((size_t)sh.H * 4);
     if (!x->q || !x->k || !x->v || !x->o || !x->dout || !x->dq || !x->dk || !x->dv || !x->g ||
-        !x->dg || !x->A_log || !x->D || !x->dA || !x->dD) {
+        !x->dg || !x->A_log || !x->D || !x->dA || !x->dD || !x->gk || !x->dgk || !x->u || !x->du) {
         op_inst_free(x);
         return NULL;
     }
@@ -68,6 +74,8 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     fill(x->dout, x->nv, &s, -1.0f, 1.0f);
     if (which == OP_MAMBA2) fill(x->g, x->ng, &s, -3.0f, 1.0f);       // dt_raw
     else fill(x->g, x->ng, &s, -0.2f, -0.001f);                          // log gates
+    fill(x->gk, x->nq, &s, -0.3f, -0.001f);                             // per-channel log gates
+    fill(x->u, sh.H * sh.K, &s, -1.0f, 1.0f);
     fill(x->A_log, sh.H, &s, 0.0f, 1.0f);
     fill(x->D, sh.H, &s, -1.0f, 1.0f);
     return x;
@@ -77,7 +85,7 @@ void op_inst_free(op_inst * x) {
     if (!x) return;
     free(x->q); free(x->k); free(x->v); free(x->g); free(x->o); free(x->dout);
     free(x->dq); free(x->dk); free(x->dv); free(x->dg);
-    free(x->A_log); free(x->D); free(x->dA); free(x->dD);
+    free(x->A_log); free(x->D); free(x->dA); free(x->dD); free(x->gk); free(x->dgk); free(x->u); free(x->du);
     free(x);
 }
 
@@ -103,6 +111,10 @@ la_status op_inst_forward(op_inst * x, la_form form, int32_t C) {
         // B and C shared by all heads (G = 1): the first H-row of q/k serves as (B,T,1,Nst).
         return la_mamba2_forward(x->o, NULL, x->v, x->g, x->A_log, x->k, x->q, x->D, NULL, NULL,
                                  x->sh, 1, &o);
+    case OP_GLA:
+        return la_gla_forward(x->o, NULL, x->q, x->k, x->v, x->gk, NULL, NULL, x->sh, &o);
+    case OP_RWKV6:
+        return la_rwkv6_forward(x->o, NULL, x->q, x->k, x->v, x->gk, x->u, NULL, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -127,6 +139,12 @@ la_status op_inst_backward(op_inst * x, la_form form, int32_t C) {
         return la_mamba2_backward(x->dv, x->dg, x->dA, x->dk, x->dq, x->dD, NULL, NULL, x->dout,
                                   NULL, x->v, x->g, x->A_log, x->k, x->q, x->D, NULL, NULL, x->sh,
                                   1, &o);
+    case OP_GLA:
+        return la_gla_backward(x->dq, x->dk, x->dv, x->dgk, NULL, NULL, x->dout, NULL, x->q, x->k,
+                               x->v, x->gk, NULL, NULL, x->sh, &o);
+    case OP_RWKV6:
+        return la_rwkv6_backward(x->dq, x->dk, x->dv, x->dgk, x->du, NULL, x->dout, NULL, x->q,
+                                 x->k, x->v, x->gk, x->u, NULL, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -137,6 +155,10 @@ const float * op_inst_out(const op_inst * x, int64_t * n) {
 }
 
 const float * op_inst_grad(const op_inst * x, int64_t * n) {
+    if (x->which == OP_GLA || x->which == OP_RWKV6) {  // the gate gradient
+        *n = x->nq;
+        return x->dgk;
+    }
     if (x->which == OP_MAMBA2) {  // dx
         *n = x->nv;
         return x->dv;
@@ -153,4 +175,5 @@ double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
     }
     const double c = (double)(C > 0 ? C : 64);
     return 4 * K * V + 2 * c * (K + V);  // inter-chunk 4KV + dense intra-chunk 2C(K+V)
+    // (gla and rwkv6 use the same count, ALGORITHMS.md 11.3)
 }

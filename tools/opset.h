@@ -3,6 +3,7 @@
 #ifndef LA_OPSET_H
 #define LA_OPSET_H
 
+
 #include "linattn.h"
 
 typedef struct op_inst op_inst;  // inputs, outputs and gradients of one op at one shape

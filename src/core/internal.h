@@ -112,6 +112,15 @@ static inline int64_t la_max_seq_len(la_shape sh, const la_opts * opts) {
     return m;
 }
 
+// Touches rows [0, rows) of a (rows, ncol) float block with row stride ld, one prefetch per
+// cache line. In the [B, T, H, D] layout one head's consecutive tokens sit H*D floats apart,
+// often a page apart, which the hardware prefetcher does not follow; the chunk loops prefetch
+// the next chunk's rows while they compute the current one.
+static inline void la_prefetch_rows(const float * base, int64_t ld, int64_t rows, int64_t ncol) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < ncol; j += 16) __builtin_prefetch(base + r * ld + j, 0, 3);
+}
+
 // Hot token loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LA_NO_CLONES)
 #define LA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))

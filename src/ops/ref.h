@@ -42,4 +42,62 @@ typedef struct la_ref_dims {
 LA_REF_DECLARE_SIMPLE_GLA(float, )
 LA_REF_DECLARE_SIMPLE_GLA(double, _f64)
 
+// gla (OPS.md 2.5): gk (B,T,H,K) or NULL, gv (B,T,H,V) or NULL. States (N,H,K,V).
+#define LA_REF_DECLARE_GLA(R, SFX)                                                             \
+    int64_t la_gla_ref_ws_elems##SFX(la_ref_dims d);                                           \
+    void la_gla_fwd_ref##SFX(R * o, R * final_state, const R * q, const R * k, const R * v,    \
+                             const R * gk, const R * gv, const R * initial_state,              \
+                             la_ref_dims d, R * ws);                                           \
+    void la_gla_bwd_ref##SFX(R * dq, R * dk, R * dv, R * dgk, R * dgv, R * dinitial_state,     \
+                             const R * dout, const R * dfinal_state, const R * q, const R * k, \
+                             const R * v, const R * gk, const R * gv,                          \
+                             const R * initial_state, la_ref_dims d, R * ws);
+
+LA_REF_DECLARE_GLA(float, )
+LA_REF_DECLARE_GLA(double, _f64)
+
+// rwkv6 (OPS.md 2.11): r, k, w (B,T,H,K); v (B,T,H,V); u (H,K). States (N,H,K,V).
+#define LA_REF_DECLARE_RWKV6(R, SFX)                                                           \
+    int64_t la_rwkv6_ref_ws_elems##SFX(la_ref_dims d);                                         \
+    void la_rwkv6_fwd_ref##SFX(R * o, R * final_state, const R * r, const R * k, const R * v,  \
+                               const R * w, const R * u, const R * initial_state,              \
+                               la_ref_dims d, R * ws);                                         \
+    void la_rwkv6_bwd_ref##SFX(R * dr, R * dk, R * dv, R * dw, R * du, R * dinitial_state,     \
+                               const R * dout, const R * dfinal_state, const R * r,            \
+                               const R * k, const R * v, const R * w, const R * u,             \
+                               const R * initial_state, la_ref_dims d, R * ws);
+
+LA_REF_DECLARE_RWKV6(float, )
+LA_REF_DECLARE_RWKV6(double, _f64)
+
+// hgrn (OPS.md 2.13): x, g (B,T,D) with D = d.sh.H (d.sh.K = d.sh.V = 1). States (N,D).
+#define LA_REF_DECLARE_HGRN(R, SFX)                                                            \
+    int64_t la_hgrn_ref_ws_elems##SFX(la_ref_dims d);                                          \
+    void la_hgrn_fwd_ref##SFX(R * o, R * final_state, const R * x, const R * g,                \
+                              const R * initial_state, la_ref_dims d, R * ws);                 \
+    void la_hgrn_bwd_ref##SFX(R * dx, R * dg, R * dinitial_state, const R * dout,              \
+                              const R * dfinal_state, const R * x, const R * g,                \
+                              const R * initial_state, la_ref_dims d, R * ws);
+
+LA_REF_DECLARE_HGRN(float, )
+LA_REF_DECLARE_HGRN(double, _f64)
+
+// selective_scan (Mamba S6): u, delta (B,T,Dm) with Dm = d.sh.H and Nst = d.sh.K (d.sh.V = 1);
+// A (Dm,Nst); Bm, Cm (B,T,Nst); D, delta_bias (Dm) or NULL. States (N,Dm,Nst).
+#define LA_REF_DECLARE_SELECTIVE_SCAN(R, SFX)                                                  \
+    int64_t la_selective_scan_ref_ws_elems##SFX(la_ref_dims d);                                \
+    void la_selective_scan_fwd_ref##SFX(R * y, R * final_state, const R * u, const R * delta,  \
+                                        const R * A, const R * Bm, const R * Cm, const R * D,  \
+                                        const R * delta_bias, bool delta_softplus,             \
+                                        const R * initial_state, la_ref_dims d, R * ws);       \
+    void la_selective_scan_bwd_ref##SFX(R * du, R * ddelta, R * dA, R * dBm, R * dCm, R * dD,  \
+                                        R * ddelta_bias, R * dinitial_state, const R * dy,     \
+                                        const R * dfinal_state, const R * u, const R * delta,  \
+                                        const R * A, const R * Bm, const R * Cm, const R * D,  \
+                                        const R * delta_bias, bool delta_softplus,             \
+                                        const R * initial_state, la_ref_dims d, R * ws);
+
+LA_REF_DECLARE_SELECTIVE_SCAN(float, )
+LA_REF_DECLARE_SELECTIVE_SCAN(double, _f64)
+
 #endif
