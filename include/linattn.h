@@ -140,8 +140,10 @@ LA_API la_opts la_opts_default(void);
 //                        neither gives plain linear attention)
 //   initial_state, dinitial_state, final_state, dfinal_state   (N, H, K, V), each optional
 //
-// Forward overwrites o and final_state. Backward overwrites every non-NULL gradient it is
-// given; dg must be non-NULL exactly when g is. The backward saves nothing from the forward:
+// Forward overwrites o and final_state. final_state may be the same tensor as initial_state
+// (a decode step then updates the state in place, touching it once); otherwise the two must not
+// overlap. Backward overwrites every non-NULL gradient it is given; dg must be non-NULL exactly
+// when g is. The backward saves nothing from the forward:
 // it recomputes the chunk-boundary states (every C tokens) and works inside each chunk.
 LA_API size_t la_simple_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts);
 LA_API la_status la_simple_gla_forward(float * o, float * final_state,
@@ -239,7 +241,8 @@ LA_API la_status la_mamba2_backward(float * dx, float * ddt, float * dA_log, flo
 // The chunk form uses secondary chunking (ALGORITHMS.md 3.2): every exponential it forms has a
 // non-positive argument, so in-chunk cumulative log decays of -1000 and below are safe. The
 // backward saves nothing; it recomputes the chunk-boundary states. Gradients are overwritten;
-// dgk (dgv) must be non-NULL exactly when gk (gv) is.
+// dgk (dgv) must be non-NULL exactly when gk (gv) is. final_state may alias initial_state (an
+// in-place decode step), as for simple_gla.
 LA_API size_t la_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts);
 LA_API la_status la_gla_forward(float * o, float * final_state,
                                 const float * q, const float * k, const float * v,

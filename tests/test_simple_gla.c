@@ -303,6 +303,47 @@ static void split_case(la_form form, int64_t T, int64_t t, uint64_t seed) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Decoding in place: T one-token calls with final_state == initial_state (the state updated
+// where it lies) give the outputs and final state of one call. Tolerance 1e-5 (float32).
+
+static void decode_inplace(la_form form) {
+    la_rng r;
+    la_rng_seed(&r, 400);
+    tcase c = { "decode", 2, 23, 3, 16, 8, 0, {0}, GATE_G, 1, 1, true, false, 0 };
+    tdata d;
+    make_data(&c, &d, &r);
+    la_opts o = opts_for(&d, form, 16, 0);
+    const int64_t B = c.B, T = d.sh.T, H = c.H, K = c.K, V = c.V;
+    float * o_full = la_test_alloc(d.nv * 4), * f_full = la_test_alloc(d.ns * 4);
+    la_simple_gla_forward(o_full, f_full, d.q, d.k, d.v, d.g, NULL, d.s0, d.sh, &o);
+    float * S = la_test_alloc(d.ns * 4), * o_dec = la_test_alloc(d.nv * 4);
+    memcpy(S, d.s0, (size_t)d.ns * 4);
+    float * qt = la_test_alloc(B * H * K * 4), * kt = la_test_alloc(B * H * K * 4);
+    float * vt = la_test_alloc(B * H * V * 4), * gt = la_test_alloc(B * H * 4);
+    float * ot = la_test_alloc(B * H * V * 4);
+    la_shape s1 = { B, 1, H, K, V };
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t b = 0; b < B; b++) {  // gather token t of every batch row
+            memcpy(qt + b * H * K, d.q + (b * T + t) * H * K, (size_t)(H * K) * 4);
+            memcpy(kt + b * H * K, d.k + (b * T + t) * H * K, (size_t)(H * K) * 4);
+            memcpy(vt + b * H * V, d.v + (b * T + t) * H * V, (size_t)(H * V) * 4);
+            memcpy(gt + b * H, d.g + (b * T + t) * H, (size_t)H * 4);
+        }
+        la_simple_gla_forward(ot, S, qt, kt, vt, gt, NULL, S, s1, &o);
+        for (int64_t b = 0; b < B; b++)
+            memcpy(o_dec + (b * T + t) * H * V, ot + b * H * V, (size_t)(H * V) * 4);
+    }
+    char nm[80];
+    snprintf(nm, sizeof nm, "decode in place/%s o", la_form_str(form));
+    la_check_close(nm, o_dec, o_full, d.nv, 1e-5, 1e-5);
+    snprintf(nm, sizeof nm, "decode in place/%s final_state", la_form_str(form));
+    la_check_close(nm, S, f_full, d.ns, 1e-5, 1e-5);
+    free(o_full); free(f_full); free(S); free(o_dec); free(qt); free(kt); free(vt); free(gt);
+    free(ot);
+    free_data(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Determinism: the chunk form gives bitwise-identical results for 1 and 2 threads.
 
 static void determinism(void) {
@@ -472,6 +513,7 @@ int main(void) {
         split_case((la_form)f, 64, 32, 301);
         split_case((la_form)f, 10, 1, 302);
     }
+    for (int f = 0; f < 3; f++) decode_inplace((la_form)f);
     determinism();
     wrappers();
     bad_args();

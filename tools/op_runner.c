@@ -321,6 +321,65 @@ static void op_mamba2(run_ctx * c) {
                  "backward");
 }
 
+// gla: q, k, gk (B,T,H,K); v, gv (B,T,H,V); state (N,H,K,V).
+static void op_gla(run_ctx * c) {
+    const float * q = load_f32(c, "q", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, "BTHV");
+    const float * gk = load_f32(c, "gk", c->opts.form == LA_FORM_CHUNK, "BTHK");
+    const float * gv = load_f32(c, "gv", false, "BTHV");
+    if (gv && c->opts.form == LA_FORM_CHUNK)
+        cli_die("%s: 'gv' is accepted by the recurrent and ref forms only (as fla's chunk_gla)",
+                c->in_path);
+    load_cu_seqlens(c);
+    const float * s0 = load_f32(c, "initial_state", false, "NHKV");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NHKV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    float * o = out_f32(c, "o", "BTHV");
+    float * fin = out_f32(c, "final_state", "NHKV");
+    check_status(c, la_gla_forward(o, fin, q, k, v, gk, gv, s0, sh, &c->opts), "forward");
+    if (!c->backward) return;
+    float * dq = out_f32(c, "dq", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", "BTHV");
+    float * dgk = grad_for(c, gk, "dgk", "BTHK");
+    float * dgv = grad_for(c, gv, "dgv", "BTHV");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "NHKV");
+    check_status(c, la_gla_backward(dq, dk, dv, dgk, dgv, ds0, dout, dfin, q, k, v, gk, gv, s0, sh,
+                                    &c->opts),
+                 "backward");
+}
+
+// rwkv6: r, k, w (B,T,H,K); v (B,T,H,V); u (H,K); state (N,H,K,V).
+static void op_rwkv6(run_ctx * c) {
+    const float * r = load_f32(c, "r", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, "BTHV");
+    const float * w = load_f32(c, "w", true, "BTHK");
+    const float * u = load_f32(c, "u", true, "HK");
+    load_cu_seqlens(c);
+    const float * s0 = load_f32(c, "initial_state", false, "NHKV");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NHKV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    float * o = out_f32(c, "o", "BTHV");
+    float * fin = out_f32(c, "final_state", "NHKV");
+    check_status(c, la_rwkv6_forward(o, fin, r, k, v, w, u, s0, sh, &c->opts), "forward");
+    if (!c->backward) return;
+    float * dr = out_f32(c, "dr", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", "BTHV");
+    float * dw = out_f32(c, "dw", "BTHK");
+    float * du = out_f32(c, "du", "HK");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "NHKV");
+    check_status(c, la_rwkv6_backward(dr, dk, dv, dw, du, ds0, dout, dfin, r, k, v, w, u, s0, sh,
+                                      &c->opts),
+                 "backward");
+}
+
 typedef struct op_desc {
     const char * name;
     unsigned     flags;  // OPF_* the op accepts
@@ -335,6 +394,11 @@ static const op_desc g_ops[] = {
       "q, k [B,T,H,K]; v [B,T,H,V]; g [B,T,H] or g_gamma [H]; initial_state [N,H,K,V]" },
     { "retention", OPF_SCALE | OPF_CHUNK, op_retention,
       "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]" },
+    { "gla", OPF_SCALE | OPF_CHUNK, op_gla,
+      "q, k [B,T,H,K]; v [B,T,H,V]; gk [B,T,H,K] (required by --form chunk); gv [B,T,H,V] "
+      "(recurrent, ref); initial_state [N,H,K,V]" },
+    { "rwkv6", OPF_SCALE | OPF_CHUNK, op_rwkv6,
+      "r, k, w [B,T,H,K]; v [B,T,H,V]; u [H,K]; initial_state [N,H,K,V]" },
     { "mamba2", OPF_CHUNK, op_mamba2,
       "x [B,T,H,P]; dt [B,T,H]; A_log [H]; B, C [B,T,G,Nst]; D [H]; dt_bias [H]; "
       "initial_state [N,H,Nst,P]" },

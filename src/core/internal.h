@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -110,6 +111,23 @@ static inline int64_t la_max_seq_len(la_shape sh, const la_opts * opts) {
         m = l > m ? l : m;
     }
     return m;
+}
+
+// State of (sequence n, head h) = slot idx of an (N, H, K, V) tensor, KV floats.
+static inline void la_state_load(float * S, const float * init, int64_t idx, int64_t KV) {
+    if (init) memcpy(S, init + idx * KV, (size_t)KV * sizeof(float));
+    else memset(S, 0, (size_t)KV * sizeof(float));
+}
+
+// The state a forward pass updates: final_state's own slot when the caller wants it (so a
+// decode step with final_state == initial_state updates in place and touches the state once),
+// otherwise the scratch ws. initial_state and final_state are either the same tensor or disjoint.
+static inline float * la_state_begin(float * ws, float * final, const float * init, int64_t idx,
+                                     int64_t KV) {
+    float * S = final ? final + idx * KV : ws;
+    if (!init) memset(S, 0, (size_t)KV * sizeof(float));
+    else if (init + idx * KV != S) memcpy(S, init + idx * KV, (size_t)KV * sizeof(float));
+    return S;
 }
 
 // Touches rows [0, rows) of a (rows, ncol) float block with row stride ld, one prefetch per

@@ -65,12 +65,6 @@ static inline float dot_lanes(const float * restrict x, const float * restrict y
     return s;
 }
 
-static void load_state(float * S, const float * init, int64_t n, int64_t h, int64_t H,
-                       int64_t KV) {
-    if (init) memcpy(S, init + (n * H + h) * KV, (size_t)KV * sizeof(float));
-    else memset(S, 0, (size_t)KV * sizeof(float));
-}
-
 // Per-token decays exp(g) of one (token, head), or ones without a gate.
 static inline void token_decay(float * restrict a, const float * g, int64_t t, int64_t h,
                                int64_t H, int64_t n) {
@@ -89,7 +83,7 @@ static void rec_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     float * restrict S = ws, * restrict a = S + K * V, * restrict c = a + K;
     int64_t bos, eos;
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
-    load_state(S, x->init, n, h, H, K * V);
+    S = la_state_begin(S, x->final, x->init, n * H + h, K * V);
     for (int64_t t = bos; t < eos; t++) {
         const float * restrict qt = x->q + (t * H + h) * K, * restrict kt = x->k + (t * H + h) * K;
         const float * restrict vt = x->v + (t * H + h) * V;
@@ -122,7 +116,6 @@ static void rec_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
             }
         }
     }
-    if (x->final) memcpy(x->final + (n * H + h) * K * V, S, (size_t)(K * V) * sizeof(float));
 }
 
 // ws: S, G (K,V), a (K), c (V), acc_k (K doubles), acc_v (V doubles), nq (K).
@@ -142,7 +135,7 @@ static void rec_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
     // Pass 1, forward: dq from the state the output reads (gated part only for rwkv6);
     // with gv, dgv_t <- do_t o o_t (the first term of the value-side identity).
-    load_state(S, x->init, n, h, H, KV);
+    la_state_load(S, x->init, n * H + h, KV);
     for (int64_t t = bos; t < eos; t++) {
         const float * restrict qt = x->q + (t * H + h) * K, * restrict kt = x->k + (t * H + h) * K;
         const float * restrict vt = x->v + (t * H + h) * V;
@@ -472,7 +465,7 @@ static void ck_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     ck_layout(&B, &cv, C, K, false);
     int64_t bos, eos;
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
-    load_state(S, x->init, n, h, H, K * V);
+    S = la_state_begin(S, x->final, x->init, n * H + h, K * V);
     for (int64_t t0 = bos; t0 < eos; t0 += C) {
         const int64_t L = LA_MIN(C, eos - t0);
         const float * Qc = x->q + (t0 * H + h) * K, * Kc = x->k + (t0 * H + h) * K;
@@ -485,7 +478,6 @@ static void ck_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
         gemm(false, false, L, V, L, 1.0f, B.A, C, Vc, ldv, 1.0f, Oc, ldv);    // + A V
         ck_state(x, &B, S, Vc, L);
     }
-    if (x->final) memcpy(x->final + (n * H + h) * K * V, S, (size_t)(K * V) * sizeof(float));
 }
 
 // Backward of the diagonal blocks: dq_r += s dA_rc (k_c o p), dk_c += s dA_rc (q_r o p), p the
@@ -543,7 +535,7 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     ck_layout(&B, &cv, C, K, true);
 
     // Pass 1: chunk-boundary states.
-    load_state(Sall, x->init, n, h, H, KV);
+    la_state_load(Sall, x->init, n * H + h, KV);
     for (int64_t ci = 0; ci < nch; ci++) {
         const int64_t t0 = bos + ci * C, L = LA_MIN(C, eos - t0);
         memcpy(Sall + (ci + 1) * KV, Sall + ci * KV, (size_t)KV * sizeof(float));

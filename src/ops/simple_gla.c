@@ -60,12 +60,6 @@ static inline float sg_gate(const sg_args * a, int64_t t, int64_t h) {
     return 0.0f;
 }
 
-static void load_state(float * S, const float * init, int64_t n, int64_t h, int64_t H,
-                       int64_t KV) {
-    if (init) memcpy(S, init + (n * H + h) * KV, (size_t)KV * sizeof(float));
-    else memset(S, 0, (size_t)KV * sizeof(float));
-}
-
 static double dot_f64(const float * x, const float * y, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)y[i];
@@ -94,7 +88,7 @@ static void rec_fwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
     const int64_t H = a->sh.H, K = a->sh.K, V = a->sh.V;
     int64_t bos, eos;
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
-    load_state(S, a->init, n, h, H, K * V);
+    S = la_state_begin(S, a->final, a->init, n * H + h, K * V);
     for (int64_t t = bos; t < eos; t++) {
         const float * restrict qt = a->q + (t * H + h) * K;
         const float * restrict kt = a->k + (t * H + h) * K;
@@ -112,7 +106,6 @@ static void rec_fwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
             }
         }
     }
-    if (a->final) memcpy(a->final + (n * H + h) * K * V, S, (size_t)(K * V) * sizeof(float));
 }
 
 // Backward for one (sequence, head): S, G (K,V) scratch.
@@ -123,7 +116,7 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
     int64_t bos, eos;
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
     // Forward: S_t, and dq_t = s S_t do_t (o_t reads S_t).
-    load_state(S, a->init, n, h, H, KV);
+    la_state_load(S, a->init, n * H + h, KV);
     for (int64_t t = bos; t < eos; t++) {
         const float * restrict kt = a->k + (t * H + h) * K;
         const float * restrict vt = a->v + (t * H + h) * V;
@@ -245,7 +238,7 @@ static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     float * w = la_carve(&cv, (size_t)C * 4);         // (C) row weights
     int64_t bos, eos;
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
-    load_state(S, a->init, n, h, H, K * V);
+    S = la_state_begin(S, a->final, a->init, n * H + h, K * V);
     for (int64_t t0 = bos; t0 < eos; t0 += C) {
         const int64_t L = LA_MIN(C, eos - t0);
         const float * Qc = a->q + (t0 * H + h) * K;
@@ -265,7 +258,6 @@ static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
         gemm(false, false, L, V, L, 1.0f, A, C, Vc, ldv, 1.0f, Oc, ldv);
         chunk_state_step(gemm, S, Kc, Vc, ldk, ldv, L, K, V, b, gated, Kd, w);
     }
-    if (a->final) memcpy(a->final + (n * H + h) * K * V, S, (size_t)(K * V) * sizeof(float));
 }
 
 static size_t chunk_bwd_elems(la_shape sh, int64_t C, int64_t maxlen) {
@@ -299,7 +291,7 @@ static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     float * e = la_carve(&cv, (size_t)C * 4);         // (C) exp(b)
 
     // Pass 1: chunk-boundary states S_[0 .. nch].
-    load_state(Sall, a->init, n, h, H, KV);
+    la_state_load(Sall, a->init, n * H + h, KV);
     for (int64_t c = 0; c < nch; c++) {
         const int64_t t0 = bos + c * C, L = LA_MIN(C, eos - t0);
         memcpy(Sall + (c + 1) * KV, Sall + c * KV, (size_t)KV * sizeof(float));
