@@ -29,6 +29,7 @@ typedef struct bench_cfg {
     int32_t C;
     bool    backward;
     double  min_time;
+    bool    decode;
     const char * csv;
 } bench_cfg;
 
@@ -59,6 +60,40 @@ static double sgemm_rate(int nt, int64_t n) {
     qsort(times, 7, sizeof(double), cmp_double);
     free(buf);
     return 2.0 * (double)(n * n) * (double)n * nt / times[3] * 1e-9;
+}
+
+// Memory bandwidth of `nt` threads reading and writing their own 64 MiB array (x = a x + b,
+// the access pattern of a decode step on a state that does not fit in cache), GB/s.
+static double stream_rate(int nt) {
+    const int64_t n = (int64_t)16 << 20;  // floats per thread (64 MiB)
+    float * buf = malloc((size_t)(n * nt) * sizeof(float));
+    if (!buf) cli_die("out of memory");
+    double times[5];
+#pragma omp parallel num_threads(nt)
+    {
+        int id = 0;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+#endif
+        float * x = buf + (size_t)id * (size_t)n;
+        for (int64_t i = 0; i < n; i++) x[i] = 1.0f;
+    }
+    for (int r = 0; r < 5; r++) {
+        double t0 = cli_now();
+#pragma omp parallel num_threads(nt)
+        {
+            int id = 0;
+#ifdef _OPENMP
+            id = omp_get_thread_num();
+#endif
+            float * restrict x = buf + (size_t)id * (size_t)n;
+            for (int64_t i = 0; i < n; i++) x[i] = 0.999f * x[i] + 0.001f;
+        }
+        times[r] = cli_now() - t0;
+    }
+    qsort(times, 5, sizeof(double), cmp_double);
+    free(buf);
+    return 2.0 * (double)n * nt * sizeof(float) / times[2] * 1e-9;
 }
 
 // Median seconds of `fn` over repeats lasting at least min_time (at least 3 runs, 1 warm-up).
@@ -121,6 +156,50 @@ static bool check_forms(const bench_cfg * cfg) {
     return ok;
 }
 
+// Decode: one token per step (recurrent form, state updated in place) for N = 1 sequence (the
+// state of H heads sits in cache) and N = 64 sequences (it does not), as state GB/s next to
+// the memory bandwidth measured in the same run.
+static void bench_decode(const bench_cfg * cfg, FILE * csv) {
+    for (int ti = 0; ti < cfg->nthreads; ti++) {
+        const int nt = cfg->threads[ti];
+        la_set_num_threads(nt);
+        const double bw = stream_rate(nt);
+        printf("\n== decode, %d thread%s: memory bandwidth %.1f GB/s (read+write, %d x 64 MiB)\n",
+               nt, nt > 1 ? "s" : "", bw, nt);
+        printf("%-12s %-10s %5s %10s %12s %10s %8s %10s\n", "op", "variant", "N", "state KiB",
+               "us/step", "tokens/s", "GB/s", "%bandwidth");
+        const int64_t Ns[2] = { 1, 64 };
+        for (int op = 0; op < la_opset_count; op++) {
+            if (!cfg->ops[op] || !strcmp(la_opset[op].note, "normalize")) continue;
+            for (int b = 0; b < 2; b++) {
+                la_shape sh = { Ns[b], 1, cfg->H, cfg->K, cfg->V };
+                op_inst * x = op_inst_new(op, sh, 3);
+                if (!x) cli_die("out of memory");
+                double bytes = 0, ts[64];
+                int n = 0;
+                op_inst_decode(x, &bytes);  // warm-up, allocates the state
+                double start = cli_now();
+                while (n < 64 && (n < 5 || cli_now() - start < cfg->min_time)) {
+                    double t0 = cli_now();
+                    la_status st = op_inst_decode(x, &bytes);
+                    if (st != LA_STATUS_OK) cli_die("decode: %s", la_status_str(st));
+                    ts[n++] = cli_now() - t0;
+                }
+                qsort(ts, (size_t)n, sizeof(double), cmp_double);
+                const double s = ts[n / 2], gbs = bytes / s * 1e-9;
+                printf("%-12s %-10s %5lld %10.0f %12.1f %10.0f %8.1f %9.1f%%\n", la_opset[op].name,
+                       la_opset[op].note[0] ? la_opset[op].note : "-", (long long)Ns[b],
+                       bytes / 2 / 1024, s * 1e6, (double)Ns[b] / s, gbs, 100.0 * gbs / bw);
+                if (csv)
+                    fprintf(csv, "%s,%s,decode,N=%lld,1,%d,%.4f,%.1f,%.3f,%.3f,%.2f\n",
+                            la_opset[op].name, la_opset[op].note, (long long)Ns[b], nt, s * 1e3,
+                            (double)Ns[b] / s, gbs, bw, 100.0 * gbs / bw);
+                op_inst_free(x);
+            }
+        }
+    }
+}
+
 static int parse_list(const char * flag, const char * s, int64_t * out, int64_t lo, int64_t hi) {
     if (!s) cli_die("%s needs a comma-separated list", flag);
     char buf[512];
@@ -138,7 +217,7 @@ static void bench_usage(FILE * f) {
     fprintf(f,
             "usage: linattn bench [--ops LIST] [--forms LIST] [--T LIST] [--threads LIST]\n"
             "                     [--H N] [--K N] [--V N] [--chunk-size N] [--no-backward]\n"
-            "                     [--min-time S] [--csv FILE] [--quick]\n"
+            "                     [--min-time S] [--csv FILE] [--quick] [--no-decode] [--decode-only]\n"
             "  --ops      linear_attn,linear_attn_norm,simple_gla,retention,mamba2,gla,rwkv6\n"
             "             (default all)\n"
             "  --forms    chunk,recurrent,ref (default chunk,recurrent)\n"
@@ -149,7 +228,8 @@ static void bench_usage(FILE * f) {
 }
 
 int cmd_bench(int argc, char ** argv) {
-    bench_cfg cfg = { .H = 8, .K = 128, .V = 128, .C = 64, .backward = true, .min_time = 0.3 };
+    bench_cfg cfg = { .H = 8, .K = 128, .V = 128, .C = 64, .backward = true, .min_time = 0.3,
+                      .decode = true };
     for (int i = 0; i < la_opset_count; i++) cfg.ops[i] = true;
     cfg.forms[LA_FORM_CHUNK] = cfg.forms[LA_FORM_RECURRENT] = true;
     const int64_t defT[] = { 1024, 2048, 4096, 8192, 16384, 32768, 65536 };
@@ -214,6 +294,10 @@ int cmd_bench(int argc, char ** argv) {
             i++;
         } else if (!strcmp(a, "--no-backward")) {
             cfg.backward = false;
+        } else if (!strcmp(a, "--no-decode")) {
+            cfg.decode = false;
+        } else if (!strcmp(a, "--decode-only")) {
+            cfg.nT = 0;
         } else if (!strcmp(a, "--min-time")) {
             cfg.min_time = cli_parse_double("--min-time", val, 0, 100);
             i++;
@@ -261,7 +345,7 @@ int cmd_bench(int argc, char ** argv) {
         if (!csv) cli_die("cannot write %s", cfg.csv);
         fprintf(csv, "op,variant,form,pass,T,threads,ms,tokens_per_s,gflops,sgemm_gflops,pct_sgemm\n");
     }
-    for (int ti = 0; ti < cfg.nthreads; ti++) {
+    for (int ti = 0; ti < cfg.nthreads && cfg.nT > 0; ti++) {
         const int nt = cfg.threads[ti];
         la_set_num_threads(nt);
         const double sg = sgemm_rate(nt, 1024);
@@ -308,6 +392,7 @@ int cmd_bench(int argc, char ** argv) {
             }
         }
     }
+    if (cfg.decode) bench_decode(&cfg, csv);
     if (csv) fclose(csv);
     la_set_num_threads(0);
     return 0;

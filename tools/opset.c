@@ -27,6 +27,7 @@ struct op_inst {
     float *  A_log, * D, * dA, * dD;
     float *  gk, * dgk;                       // gla gk, rwkv6 w (B,T,H,K)
     float *  u, * du;                         // rwkv6 bonus (H,K)
+    float *  state;                           // (B,H,K,V) decode state, allocated on first use
 };
 
 static uint64_t rng_next(uint64_t * s) {
@@ -85,7 +86,7 @@ void op_inst_free(op_inst * x) {
     if (!x) return;
     free(x->q); free(x->k); free(x->v); free(x->g); free(x->o); free(x->dout);
     free(x->dq); free(x->dk); free(x->dv); free(x->dg);
-    free(x->A_log); free(x->D); free(x->dA); free(x->dD); free(x->gk); free(x->dgk); free(x->u); free(x->du);
+    free(x->A_log); free(x->D); free(x->dA); free(x->dD); free(x->gk); free(x->dgk); free(x->u); free(x->du); free(x->state);
     free(x);
 }
 
@@ -117,6 +118,31 @@ la_status op_inst_forward(op_inst * x, la_form form, int32_t C) {
         return la_rwkv6_forward(x->o, NULL, x->q, x->k, x->v, x->gk, x->u, NULL, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
+}
+
+la_status op_inst_decode(op_inst * x, double * state_bytes) {
+    const la_shape sh = x->sh;
+    const size_t ns = (size_t)(sh.B * sh.H * sh.K * sh.V);
+    if (!x->state && !(x->state = calloc(ns, sizeof(float)))) return LA_STATUS_NOMEM;
+    *state_bytes = 2.0 * (double)ns * sizeof(float);
+    la_opts o = mk_opts(LA_FORM_RECURRENT, 0);
+    float * S = x->state;
+    switch (x->which) {
+    case OP_LINEAR_ATTN:
+        return la_linear_attn_forward(x->o, S, NULL, x->q, x->k, x->v, S, NULL, false, sh, &o);
+    case OP_SIMPLE_GLA:
+        return la_simple_gla_forward(x->o, S, x->q, x->k, x->v, x->g, NULL, S, sh, &o);
+    case OP_RETENTION:
+        return la_retention_forward(x->o, S, x->q, x->k, x->v, S, sh, &o);
+    case OP_MAMBA2:
+        return la_mamba2_forward(x->o, S, x->v, x->g, x->A_log, x->k, x->q, x->D, NULL, S, sh, 1,
+                                 &o);
+    case OP_GLA:
+        return la_gla_forward(x->o, S, x->q, x->k, x->v, x->gk, NULL, S, sh, &o);
+    case OP_RWKV6:
+        return la_rwkv6_forward(x->o, S, x->q, x->k, x->v, x->gk, x->u, S, sh, &o);
+    }
+    return LA_STATUS_UNSUPPORTED;  // normalised linear_attn carries (S, z) through copies
 }
 
 la_status op_inst_backward(op_inst * x, la_form form, int32_t C) {

@@ -22,6 +22,10 @@ void      op_inst_free(op_inst * x);
 // Runs the op in `form` (chunk size C); backward also runs the forward first.
 la_status op_inst_forward(op_inst * x, la_form form, int32_t C);
 la_status op_inst_backward(op_inst * x, la_form form, int32_t C);
+// One decode step: forward over the instance's T tokens (use T = 1) from its recurrent state
+// (N = B sequences, zero at creation), updating the state in place. Returns the bytes of state
+// the step reads and writes in *state_bytes.
+la_status op_inst_decode(op_inst * x, double * state_bytes);
 // Output o and dq-like first gradient after the calls above (for agreement checks).
 const float * op_inst_out(const op_inst * x, int64_t * n);
 const float * op_inst_grad(const op_inst * x, int64_t * n);
