@@ -255,8 +255,10 @@ static size_t rec_bytes(la_shape sh) {
 // Chunk form
 
 typedef struct ck_buf {
-    float *  b;      // (C, K) cumulative gate b_r
-    float *  bq;     // (C, K) the gate the read sees: b_r (gla) or b_{r-1} (rwkv6)
+    double * b;      // (C, K) cumulative gate b_r, in double: only differences of cumulative
+                     //        gates are rounded to float, so |b| ~ 1000 loses no accuracy
+    double * bq;     // (C, K) the gate the read sees: b_r (gla) or b_{r-1} (rwkv6); a view
+                     //        of b, shifted one row into a leading row of zeros for rwkv6
     float *  al;     // (C, K) per-token decays exp(g_r)
     float *  ebq;    // (C, K) e^{bq}
     float *  eg;     // (C, K) e^{b_L - b}
@@ -280,11 +282,14 @@ typedef struct ck_buf {
     float *  dX;     // (C, K) backward
 } ck_buf;
 
-static size_t ck_layout(ck_buf * B, la_carver * cv, int64_t C, int64_t K, bool backward) {
+static size_t ck_layout(ck_buf * B, la_carver * cv, int64_t C, int64_t K, bool backward,
+                        bool rwkv) {
     const size_t ck = (size_t)(C * K) * 4, cc = (size_t)(C * C) * 4, k4 = (size_t)K * 4;
     size_t start = cv->used;
-    B->b = la_carve(cv, ck);
-    B->bq = la_carve(cv, ck);
+    double * bz = la_carve(cv, (size_t)((C + 1) * K) * 8);  // (C+1, K): a zero row, then b
+    if (bz) memset(bz, 0, (size_t)K * 8);
+    B->b = bz ? bz + K : NULL;
+    B->bq = rwkv ? bz : B->b;
     B->al = la_carve(cv, ck);
     B->ebq = la_carve(cv, ck);
     B->eg = la_carve(cv, ck);
@@ -319,25 +324,21 @@ static void ck_gates(const dg_args * x, const ck_buf * B, int64_t t0, int64_t L,
     for (int64_t i = 0; i < K; i++) cum[i] = 0;
     for (int64_t r = 0; r < L; r++) {
         const float * g = x->gk + ((t0 + r) * H + h) * K;
-        float * br = B->b + r * K;
+        double * br = B->b + r * K;
         for (int64_t i = 0; i < K; i++) {
             cum[i] += (double)g[i];
-            br[i] = (float)cum[i];
+            br[i] = cum[i];
         }
         la_expf_vec(B->al + r * K, g, K);
     }
-    for (int64_t r = 0; r < L; r++) {
-        float * bq = B->bq + r * K;
-        if (!x->rwkv) memcpy(bq, B->b + r * K, (size_t)K * sizeof(float));
-        else if (r == 0) memset(bq, 0, (size_t)K * sizeof(float));
-        else memcpy(bq, B->b + (r - 1) * K, (size_t)K * sizeof(float));
-    }
-    const float * bL = B->b + (L - 1) * K;
-    la_expf_vec(B->ebq, B->bq, L * K);
+    const double * bL = B->b + (L - 1) * K;
+    for (int64_t e = 0; e < L * K; e++) B->ebq[e] = (float)B->bq[e];
+    la_expf_vec(B->ebq, B->ebq, L * K);
     for (int64_t r = 0; r < L; r++)
-        for (int64_t i = 0; i < K; i++) B->eg[r * K + i] = bL[i] - B->b[r * K + i];
+        for (int64_t i = 0; i < K; i++) B->eg[r * K + i] = (float)(bL[i] - B->b[r * K + i]);
     la_expf_vec(B->eg, B->eg, L * K);
-    la_expf_vec(B->gL, bL, K);
+    for (int64_t i = 0; i < K; i++) B->gL[i] = (float)bL[i];
+    la_expf_vec(B->gL, B->gL, K);
     for (int64_t r = 0; r < L; r++)
         for (int64_t i = 0; i < K; i++) {
             B->Qg[r * K + i] = Qc[r * ldk + i] * B->ebq[r * K + i];
@@ -352,16 +353,16 @@ static void ck_anchor(const dg_args * x, const ck_buf * B, int64_t L, const floa
     const int64_t K = x->sh.K, ldk = x->sh.H * K, c = LA_GLA_SUB;
     for (int64_t r0 = 0; r0 < L; r0 += c) {
         const int64_t r1 = LA_MIN(r0 + c, L);
-        const float * aI = B->bq + r0 * K;
+        const double * aI = B->bq + r0 * K;
         for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = 0; i < K; i++) B->eq[r * K + i] = B->bq[r * K + i] - aI[i];
+            for (int64_t i = 0; i < K; i++) B->eq[r * K + i] = (float)(B->bq[r * K + i] - aI[i]);
         la_expf_vec(B->eq + r0 * K, B->eq + r0 * K, (r1 - r0) * K);
         for (int64_t r = r0; r < r1; r++)
             for (int64_t i = 0; i < K; i++) B->Qh[r * K + i] = Qc[r * ldk + i] * B->eq[r * K + i];
         if (r1 < L) {
-            const float * an = B->bq + r1 * K;
+            const double * an = B->bq + r1 * K;
             for (int64_t r = r0; r < r1; r++)
-                for (int64_t i = 0; i < K; i++) B->ek[r * K + i] = an[i] - B->b[r * K + i];
+                for (int64_t i = 0; i < K; i++) B->ek[r * K + i] = (float)(an[i] - B->b[r * K + i]);
             la_expf_vec(B->ek + r0 * K, B->ek + r0 * K, (r1 - r0) * K);
             for (int64_t r = r0; r < r1; r++)
                 for (int64_t i = 0; i < K; i++)
@@ -374,11 +375,11 @@ static void ck_anchor(const dg_args * x, const ck_buf * B, int64_t L, const floa
 LA_CLONES
 static void ck_stack(const dg_args * x, const ck_buf * B, int64_t L, int64_t J) {
     const int64_t K = x->sh.K, c = LA_GLA_SUB;
-    const float * aJ1 = B->bq + (J + 1) * c * K;
+    const double * aJ1 = B->bq + (J + 1) * c * K;
     for (int64_t r0 = (J + 1) * c; r0 < L; r0 += c) {
         const int64_t r1 = LA_MIN(r0 + c, L);
-        const float * aI = B->bq + r0 * K;
-        for (int64_t i = 0; i < K; i++) B->f[i] = aI[i] - aJ1[i];
+        const double * aI = B->bq + r0 * K;
+        for (int64_t i = 0; i < K; i++) B->f[i] = (float)(aI[i] - aJ1[i]);
         la_expf_vec(B->f, B->f, K);
         for (int64_t r = r0; r < r1; r++)
             for (int64_t i = 0; i < K; i++) B->X[r * K + i] = B->Qh[r * K + i] * B->f[i];
@@ -462,7 +463,7 @@ static void ck_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     la_carver cv = { (char *)ws, 0 };
     float * S = la_carve(&cv, (size_t)(K * V) * 4);  // (K, V)
     ck_buf B;
-    ck_layout(&B, &cv, C, K, false);
+    ck_layout(&B, &cv, C, K, false, x->rwkv);
     int64_t bos, eos;
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
     S = la_state_begin(S, x->final, x->init, n * H + h, K * V);
@@ -532,7 +533,7 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     float * Sall = la_carve(&cv, (size_t)(((x->maxlen + C - 1) / C + 1) * KV) * 4);  // S_[c]
     float * dS = la_carve(&cv, (size_t)KV * 4);  // (K, V) dL/dS_[c+1]
     ck_buf B;
-    ck_layout(&B, &cv, C, K, true);
+    ck_layout(&B, &cv, C, K, true, x->rwkv);
 
     // Pass 1: chunk-boundary states.
     la_state_load(Sall, x->init, n * H + h, KV);
@@ -587,10 +588,10 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
             // dX = s dA_J Kh_J -> dQh_I += dX_I o f_IJ (f = X / Qh, recomputed per block)
             gemm(false, false, L - r0, K, c, x->scale, dAJ, C, B.Kh + J * c * K, K, 0.0f,
                  B.dX + r0 * K, K);
-            const float * aJ1 = B.bq + r0 * K;
+            const double * aJ1 = B.bq + r0 * K;
             for (int64_t q0 = r0; q0 < L; q0 += c) {
                 const int64_t q1 = LA_MIN(q0 + c, L);
-                for (int64_t i = 0; i < K; i++) B.f[i] = B.bq[q0 * K + i] - aJ1[i];
+                for (int64_t i = 0; i < K; i++) B.f[i] = (float)(B.bq[q0 * K + i] - aJ1[i]);
                 la_expf_vec(B.f, B.f, K);
                 for (int64_t r = q0; r < q1; r++)
                     for (int64_t i = 0; i < K; i++) B.dQh[r * K + i] += B.dX[r * K + i] * B.f[i];
@@ -646,7 +647,7 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
 // ---------------------------------------------------------------------------------------------
 // Drivers
 
-static size_t per_thread_bytes(bool backward, la_shape sh, const la_opts * opts) {
+static size_t per_thread_bytes(bool backward, bool rwkv, la_shape sh, const la_opts * opts) {
     if (opts->form == LA_FORM_RECURRENT) return la_align_up(rec_bytes(sh));
     const int64_t C = la_opts_chunk(opts), KV = sh.K * sh.V;
     la_carver cv = { NULL, 0 };
@@ -655,7 +656,7 @@ static size_t per_thread_bytes(bool backward, la_shape sh, const la_opts * opts)
     if (backward)
         s = la_align_up((size_t)(((la_max_seq_len(sh, opts) + C - 1) / C + 1) * KV) * 4) +
             la_align_up((size_t)KV * 4);
-    return s + la_align_up(ck_layout(&B, &cv, C, sh.K, backward));
+    return s + la_align_up(ck_layout(&B, &cv, C, sh.K, backward, rwkv));
 }
 
 static size_t dg_workspace(bool backward, bool rwkv, la_shape sh, const la_opts * opts) {
@@ -665,7 +666,7 @@ static size_t dg_workspace(bool backward, bool rwkv, la_shape sh, const la_opts 
         la_ref_dims d = { sh, N, opts->cu_seqlens, 0 };
         return (size_t)(rwkv ? la_rwkv6_ref_ws_elems(d) : la_gla_ref_ws_elems(d)) * sizeof(float);
     }
-    size_t s = (size_t)la_nthreads() * per_thread_bytes(backward, sh, opts);
+    size_t s = (size_t)la_nthreads() * per_thread_bytes(backward, rwkv, sh, opts);
     if (rwkv && backward) s += la_align_up((size_t)(N * sh.H * sh.K) * 4);  // du partials
     return s;
 }
@@ -715,7 +716,7 @@ static la_status dg_run(dg_args * x, bool backward) {
         la_ws_release(ws, owned);
         return LA_STATUS_OK;
     }
-    const size_t per = per_thread_bytes(backward, x->sh, x->opts);
+    const size_t per = per_thread_bytes(backward, x->rwkv, x->sh, x->opts);
     const int64_t ntask = N * x->sh.H;
     if (x->rwkv && backward)
         x->du_part = (float *)((char *)ws + (size_t)la_nthreads() * per);

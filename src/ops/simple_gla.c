@@ -35,6 +35,7 @@
 // pair is computed by one thread in a fixed order, so results do not depend on the thread count.
 #include "internal.h"
 #include "ref.h"
+#include "vexp.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -165,25 +166,27 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
 // ---------------------------------------------------------------------------------------------
 // Chunk form
 
-// b[r] = sum_{i <= r} g_{t0 + i}: the chunk-local cumulative log gate (double accumulation).
-static void chunk_cumgate(const sg_args * a, int64_t t0, int64_t L, int64_t h, float * b) {
+// b[r] = sum_{i <= r} g_{t0 + i}: the chunk-local cumulative log gate, kept in double so that
+// differences b_r - b_c of large cumulative decays (|b| ~ 1000) stay accurate; only the
+// differences are rounded to float before the exponential.
+static void chunk_cumgate(const sg_args * a, int64_t t0, int64_t L, int64_t h, double * b) {
     double acc = 0;
     for (int64_t r = 0; r < L; r++) {
         acc += (double)sg_gate(a, t0 + r, h);
-        b[r] = (float)acc;
+        b[r] = acc;
     }
 }
 
 // A (L,L) with row stride C <- A o D: D_rc = exp(b_r - b_c) for r >= c, else 0. The mask is
 // applied before the exp, so the exponent is always b_r - b_c <= 0.
 LA_CLONES
-static void mask_decay(float * restrict A, int64_t L, int64_t C, const float * restrict b,
+static void mask_decay(float * restrict A, int64_t L, int64_t C, const double * restrict b,
                        bool gated) {
     for (int64_t r = 0; r < L; r++) {
         float * restrict Ar = A + r * C;
         if (gated) {
-            const float br = b[r];
-            for (int64_t c = 0; c <= r; c++) Ar[c] *= expf(br - b[c]);
+            const double br = b[r];
+            for (int64_t c = 0; c <= r; c++) Ar[c] *= la_expf((float)(br - b[c]));
         }
         for (int64_t c = r + 1; c < L; c++) Ar[c] = 0.0f;
     }
@@ -208,21 +211,36 @@ static void copy_scaled(float * X, const float * Xsrc, int64_t ld, int64_t L, in
 // One chunk's state update: S <- exp(b_L) S + (K o exp(b_L - b))^T V. Kd (C,K), w (C) scratch.
 static void chunk_state_step(la_gemm_fn gemm, float * S, const float * Kc, const float * Vc,
                              int64_t ldk, int64_t ldv, int64_t L, int64_t K, int64_t V,
-                             const float * b, bool gated, float * Kd, float * w) {
+                             const double * b, bool gated, float * Kd, float * w) {
     if (!gated) {
         gemm(true, false, K, V, L, 1.0f, Kc, ldk, Vc, ldv, 1.0f, S, V);
         return;
     }
-    const float bL = b[L - 1], gL = expf(bL);
+    const double bL = b[L - 1];
+    const float gL = expf((float)bL);
     for (int64_t e = 0; e < K * V; e++) S[e] *= gL;
-    for (int64_t r = 0; r < L; r++) w[r] = expf(bL - b[r]);
+    for (int64_t r = 0; r < L; r++) w[r] = expf((float)(bL - b[r]));
     copy_scaled(Kd, Kc, ldk, L, K, w);
     gemm(true, false, K, V, L, 1.0f, Kd, K, Vc, ldv, 1.0f, S, V);
 }
 
-static size_t chunk_fwd_elems(la_shape sh, int64_t C) {
-    return la_align_up((size_t)(sh.K * sh.V) * 4) / 4 + la_align_up((size_t)(C * C) * 4) / 4 +
-           la_align_up((size_t)(C * sh.K) * 4) / 4 + 2 * (la_align_up((size_t)C * 4) / 4);
+// Per-thread scratch of the chunk forward, carved in this order (sizes with base == NULL).
+typedef struct sg_fwd_buf {
+    float *  S;   // (K, V) state S_[n]
+    float *  A;   // (C, C) masked, decayed s Q K^T
+    float *  Kd;  // (C, K) K o exp(b_L - b)
+    double * b;   // (C) cumulative gate
+    float *  w;   // (C) row weights
+} sg_fwd_buf;
+
+static size_t sg_fwd_layout(sg_fwd_buf * B, void * base, la_shape sh, int64_t C) {
+    la_carver cv = { (char *)base, 0 };
+    B->S = la_carve(&cv, (size_t)(sh.K * sh.V) * 4);
+    B->A = la_carve(&cv, (size_t)(C * C) * 4);
+    B->Kd = la_carve(&cv, (size_t)(C * sh.K) * 4);
+    B->b = la_carve(&cv, (size_t)C * 8);
+    B->w = la_carve(&cv, (size_t)C * 4);
+    return cv.used;
 }
 
 static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) {
@@ -230,12 +248,10 @@ static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     const int64_t H = a->sh.H, K = a->sh.K, V = a->sh.V, C = a->C;
     const int64_t ldk = H * K, ldv = H * V;
     const bool gated = a->g || a->g_gamma;
-    la_carver cv = { (char *)ws, 0 };
-    float * S = la_carve(&cv, (size_t)(K * V) * 4);   // (K, V) state S_[n]
-    float * A = la_carve(&cv, (size_t)(C * C) * 4);   // (C, C) masked, decayed s Q K^T
-    float * Kd = la_carve(&cv, (size_t)(C * K) * 4);  // (C, K) K o exp(b_L - b)
-    float * b = la_carve(&cv, (size_t)C * 4);         // (C) cumulative gate
-    float * w = la_carve(&cv, (size_t)C * 4);         // (C) row weights
+    sg_fwd_buf bf;
+    sg_fwd_layout(&bf, ws, a->sh, C);
+    float * S = bf.S, * A = bf.A, * Kd = bf.Kd, * w = bf.w;
+    double * b = bf.b;
     int64_t bos, eos;
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
     S = la_state_begin(S, a->final, a->init, n * H + h, K * V);
@@ -252,7 +268,7 @@ static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
         // Inter-chunk read O = s (Q S) o exp(b), then the intra-chunk part O += A V.
         gemm(false, false, L, V, K, a->scale, Qc, ldk, S, V, 0.0f, Oc, ldv);
         if (gated) {
-            for (int64_t r = 0; r < L; r++) w[r] = expf(b[r]);
+            for (int64_t r = 0; r < L; r++) w[r] = expf((float)b[r]);
             scale_rows(Oc, ldv, L, V, w);
         }
         gemm(false, false, L, V, L, 1.0f, A, C, Vc, ldv, 1.0f, Oc, ldv);
@@ -260,14 +276,32 @@ static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     }
 }
 
-static size_t chunk_bwd_elems(la_shape sh, int64_t C, int64_t maxlen) {
-    const int64_t KV = sh.K * sh.V, nch = (maxlen + C - 1) / C;
-    size_t f = la_align_up((size_t)((nch + 1) * KV) * 4) / 4;   // boundary states
-    f += la_align_up((size_t)KV * 4) / 4;                       // dS
-    f += 2 * (la_align_up((size_t)(C * C) * 4) / 4);            // A, dP
-    f += 2 * (la_align_up((size_t)(C * sh.K) * 4) / 4);         // Kd, Qg
-    f += 3 * (la_align_up((size_t)C * 4) / 4);                  // b, w, e
-    return f;
+// Per-thread scratch of the chunk backward, carved in this order (sizes with base == NULL).
+typedef struct sg_bwd_buf {
+    float *  Sall;  // (nch+1, K, V) boundary states S_[c], sized for the longest sequence
+    float *  dS;    // (K, V) dL/dS_[c+1]
+    float *  A;     // (C, C) s Q K^T o D
+    float *  dP;    // (C, C) s dO V^T o D
+    float *  Kd;    // (C, K) K o Gam
+    float *  Qg;    // (C, K) Q o exp(b)
+    double * b;     // (C) cumulative gate
+    float *  w;     // (C) Gam = exp(b_L - b)
+    float *  e;     // (C) exp(b)
+} sg_bwd_buf;
+
+static size_t sg_bwd_layout(sg_bwd_buf * B, void * base, la_shape sh, int64_t C, int64_t maxlen) {
+    const int64_t KV = sh.K * sh.V;
+    la_carver cv = { (char *)base, 0 };
+    B->Sall = la_carve(&cv, (size_t)(((maxlen + C - 1) / C + 1) * KV) * 4);
+    B->dS = la_carve(&cv, (size_t)KV * 4);
+    B->A = la_carve(&cv, (size_t)(C * C) * 4);
+    B->dP = la_carve(&cv, (size_t)(C * C) * 4);
+    B->Kd = la_carve(&cv, (size_t)(C * sh.K) * 4);
+    B->Qg = la_carve(&cv, (size_t)(C * sh.K) * 4);
+    B->b = la_carve(&cv, (size_t)C * 8);
+    B->w = la_carve(&cv, (size_t)C * 4);
+    B->e = la_carve(&cv, (size_t)C * 4);
+    return cv.used;
 }
 
 static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) {
@@ -278,17 +312,11 @@ static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     int64_t bos, eos;
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
     const int64_t nch = (eos - bos + C - 1) / C;
-    la_carver cv = { (char *)ws, 0 };
-    // (nch+1, K, V) boundary states S_[c], sized for the longest sequence of the call.
-    float * Sall = la_carve(&cv, (size_t)(((a->maxlen + C - 1) / C + 1) * KV) * 4);
-    float * dS = la_carve(&cv, (size_t)KV * 4);       // (K, V) dL/dS_[c+1]
-    float * A = la_carve(&cv, (size_t)(C * C) * 4);   // (C, C) s Q K^T o D
-    float * dP = la_carve(&cv, (size_t)(C * C) * 4);  // (C, C) s dO V^T o D
-    float * Kd = la_carve(&cv, (size_t)(C * K) * 4);  // (C, K) K o Gam
-    float * Qg = la_carve(&cv, (size_t)(C * K) * 4);  // (C, K) Q o exp(b)
-    float * b = la_carve(&cv, (size_t)C * 4);         // (C) cumulative gate
-    float * w = la_carve(&cv, (size_t)C * 4);         // (C) Gam = exp(b_L - b)
-    float * e = la_carve(&cv, (size_t)C * 4);         // (C) exp(b)
+    sg_bwd_buf bf;
+    sg_bwd_layout(&bf, ws, a->sh, C, a->maxlen);
+    float * Sall = bf.Sall, * dS = bf.dS, * A = bf.A, * dP = bf.dP, * Kd = bf.Kd, * Qg = bf.Qg;
+    float * w = bf.w, * e = bf.e;
+    double * b = bf.b;
 
     // Pass 1: chunk-boundary states S_[0 .. nch].
     la_state_load(Sall, a->init, n * H + h, KV);
@@ -316,8 +344,8 @@ static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
         if (gated) {
             chunk_cumgate(a, t0, L, h, b);
             for (int64_t r = 0; r < L; r++) {
-                w[r] = expf(b[L - 1] - b[r]);
-                e[r] = expf(b[r]);
+                w[r] = expf((float)(b[L - 1] - b[r]));
+                e[r] = expf((float)b[r]);
             }
         }
         gemm(false, true, L, L, K, a->scale, Qc, ldk, Kc, ldk, 0.0f, A, C);
@@ -346,7 +374,7 @@ static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
         const float * Qgc = Qc;
         int64_t ldqg = ldk;
         if (gated) {
-            const float gL = expf(b[L - 1]);
+            const float gL = expf((float)b[L - 1]);
             for (int64_t i = 0; i < KV; i++) dS[i] *= gL;
             copy_scaled(Qg, Qc, ldk, L, K, e);
             Qgc = Qg;
@@ -373,7 +401,11 @@ static size_t per_thread_elems(bool backward, la_shape sh, const la_opts * opts)
     const int64_t KV = sh.K * sh.V;
     if (opts->form == LA_FORM_RECURRENT) return 2 * (la_align_up((size_t)KV * 4) / 4);
     const int64_t C = la_opts_chunk(opts);
-    return backward ? chunk_bwd_elems(sh, C, la_max_seq_len(sh, opts)) : chunk_fwd_elems(sh, C);
+    sg_fwd_buf f;
+    sg_bwd_buf b;
+    const size_t bytes = backward ? sg_bwd_layout(&b, NULL, sh, C, la_max_seq_len(sh, opts))
+                                  : sg_fwd_layout(&f, NULL, sh, C);
+    return la_align_up(bytes) / 4;
 }
 
 static size_t ref_ws_bytes(la_shape sh, const la_opts * opts, int64_t N) {
