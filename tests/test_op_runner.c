@@ -240,6 +240,85 @@ static void roundtrip_bf16_normalize(void) {
     la_st_close(f);
 }
 
+// gla (recurrent, with gv) and rwkv6 (chunk), forward and backward, against the library.
+static void roundtrip_gla_rwkv6(void) {
+    la_rng r;
+    la_rng_seed(&r, 8);
+    const int64_t B = 1, T = 21, H = 2, K = 6, V = 5, nq = B * T * H * K, nv = B * T * H * V;
+    float * q = la_test_alloc(nq * 4), * k = la_test_alloc(nq * 4), * v = la_test_alloc(nv * 4);
+    float * gk = la_test_alloc(nq * 4), * gv = la_test_alloc(nv * 4), * u = la_test_alloc(H * K * 4);
+    float * dout = la_test_alloc(nv * 4);
+    la_fill_normal(&r, q, nq, 1);
+    la_fill_normal(&r, k, nq, 0.4);
+    la_fill_normal(&r, v, nv, 1);
+    la_fill_logsigmoid(&r, gk, nq);
+    la_fill_logsigmoid(&r, gv, nv);
+    la_fill_normal(&r, u, H * K, 1);
+    la_fill_normal(&r, dout, nv, 1);
+    la_shape sh = { B, T, H, K, V };
+    for (int which = 0; which < 2; which++) {
+        const bool rw = which == 1;
+        tin in[6] = { { rw ? "r" : "q", LA_DTYPE_F32, 4, { B, T, H, K }, q },
+                      { "k", LA_DTYPE_F32, 4, { B, T, H, K }, k },
+                      { "v", LA_DTYPE_F32, 4, { B, T, H, V }, v },
+                      { rw ? "w" : "gk", LA_DTYPE_F32, 4, { B, T, H, K }, gk },
+                      rw ? (tin){ "u", LA_DTYPE_F32, 2, { H, K }, u }
+                         : (tin){ "gv", LA_DTYPE_F32, 4, { B, T, H, V }, gv },
+                      { "do", LA_DTYPE_F32, 4, { B, T, H, V }, dout } };
+        write_st(path_of("in.safetensors"), in, 6);
+        char args[1024];
+        snprintf(args, sizeof args, "%s --in %s --out %s --form %s --backward --threads 1",
+                 rw ? "rwkv6" : "gla", path_of("in.safetensors"), path_of("out.safetensors"),
+                 rw ? "chunk" : "recurrent");
+        int nl;
+        char first[256];
+        const char * tag = rw ? "runner rwkv6 chunk backward" : "runner gla recurrent gv backward";
+        if (!la_check(run(args, &nl, first, sizeof first) == 0, "%s exits 0 (%s)", tag, first))
+            continue;
+        la_set_num_threads(1);
+        la_opts o = la_opts_default();
+        o.form = rw ? LA_FORM_CHUNK : LA_FORM_RECURRENT;
+        float * ro = la_test_alloc(nv * 4), * rf = la_test_alloc(H * K * V * 4);
+        float * dq = la_test_alloc(nq * 4), * dk = la_test_alloc(nq * 4), * dv = la_test_alloc(nv * 4);
+        float * dg = la_test_alloc(nq * 4), * dgv = la_test_alloc(nv * 4), * du = la_test_alloc(H * K * 4);
+        if (rw) {
+            la_rwkv6_forward(ro, rf, q, k, v, gk, u, NULL, sh, &o);
+            la_rwkv6_backward(dq, dk, dv, dg, du, NULL, dout, NULL, q, k, v, gk, u, NULL, sh, &o);
+        } else {
+            la_gla_forward(ro, rf, q, k, v, gk, gv, NULL, sh, &o);
+            la_gla_backward(dq, dk, dv, dg, dgv, NULL, dout, NULL, q, k, v, gk, gv, NULL, sh, &o);
+        }
+        la_st_file * f;
+        if (la_check(la_st_open(&f, path_of("out.safetensors"), NULL, 0) == LA_STATUS_OK, "%s OUT opens", tag)) {
+            expect_equal(f, tag, "o", ro, nv);
+            expect_equal(f, tag, "final_state", rf, H * K * V);
+            expect_equal(f, tag, rw ? "dr" : "dq", dq, nq);
+            expect_equal(f, tag, "dk", dk, nq);
+            expect_equal(f, tag, "dv", dv, nv);
+            expect_equal(f, tag, rw ? "dw" : "dgk", dg, nq);
+            if (rw) expect_equal(f, tag, "du", du, H * K);
+            else expect_equal(f, tag, "dgv", dgv, nv);
+            la_st_close(f);
+        }
+        la_set_num_threads(0);
+        free(ro); free(rf); free(dq); free(dk); free(dv); free(dg); free(dgv); free(du);
+    }
+    // gv is a recurrent/ref-form input only; rwkv6 needs u.
+    tin g2[5] = { { "q", LA_DTYPE_F32, 4, { B, T, H, K }, q },
+                  { "k", LA_DTYPE_F32, 4, { B, T, H, K }, k },
+                  { "v", LA_DTYPE_F32, 4, { B, T, H, V }, v },
+                  { "gk", LA_DTYPE_F32, 4, { B, T, H, K }, gk },
+                  { "gv", LA_DTYPE_F32, 4, { B, T, H, V }, gv } };
+    write_st(path_of("gla_gv.safetensors"), g2, 5);
+    write_st(path_of("gla_nogk.safetensors"), g2, 3);
+    tin r2[4] = { { "r", LA_DTYPE_F32, 4, { B, T, H, K }, q },
+                  { "k", LA_DTYPE_F32, 4, { B, T, H, K }, k },
+                  { "v", LA_DTYPE_F32, 4, { B, T, H, V }, v },
+                  { "w", LA_DTYPE_F32, 4, { B, T, H, K }, gk } };
+    write_st(path_of("rwkv_nou.safetensors"), r2, 4);
+    free(q); free(k); free(v); free(gk); free(gv); free(u); free(dout);
+}
+
 // --- bad input corpus -------------------------------------------------------------------------
 
 static void expect_fail(const char * what, const char * args) {
@@ -402,6 +481,9 @@ static void bad_inputs(void) {
     write_st(path_of("m2.safetensors"), m, 5);
     FAIL_WITH("mamba2 H % G != 0", "mamba2 --in %s", path_of("m2.safetensors"));
     FAIL_WITH("mamba2 --scale", "mamba2 --in %s --scale 2", path_of("m2.safetensors"));
+    FAIL_WITH("gla gv with the chunk form", "gla --in %s", path_of("gla_gv.safetensors"));
+    FAIL_WITH("gla chunk without gk", "gla --in %s", path_of("gla_nogk.safetensors"));
+    FAIL_WITH("rwkv6 without u", "rwkv6 --in %s", path_of("rwkv_nou.safetensors"));
 #undef FAIL_WITH
 }
 
@@ -423,6 +505,7 @@ int main(void) {
     }
     roundtrip_simple_gla(false, true, "chunk");
     roundtrip_bf16_normalize();
+    roundtrip_gla_rwkv6();
     bad_inputs();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
