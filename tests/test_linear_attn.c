@@ -13,7 +13,7 @@
 // the values and float32 rounding stays relative to the magnitude of the terms.
 //
 // Tolerances (float32 forms vs float64 references): |got - ref| <= TOL * (max|ref| + |ref|)
-// elementwise (as test_simple_gla's close_to) with
+// elementwise (la_check_rel, testlib.h) with
 //   TOL_FWD = 2e-5 for o, final_state, final_z: float32 rounding of sums of up to T*K positive
 //             terms, then one division (measured worst 6e-7 of max|ref|);
 //   TOL_BWD = 5e-5 for dq, dk, dv, dinitial_state, dinitial_z: the backward adds a second
@@ -55,25 +55,6 @@ typedef struct tdata {
     float    fscale;
     float *  q, * k, * v, * s0, * z0, * dout, * dfs, * dfz;
 } tdata;
-
-static double maxabs_d(const double * x, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
-static bool close_to(const char * name, const float * got, const double * ref, int64_t n,
-                     double tol) {
-    return la_check_close_d(name, got, ref, n, tol * (maxabs_d(ref, n) + 1e-30), tol);
-}
-
-static bool close_to_dd(const char * name, const double * got, const double * ref, int64_t n,
-                        double tol) {
-    float * g = la_to_f32(got, n);  // only used where float rounding is far below tol
-    bool ok = close_to(name, g, ref, n, tol);
-    free(g);
-    return ok;
-}
 
 // phi(x) = elu(x) + 1 > 0
 static void fill_phi(la_rng * r, float * x, int64_t n) {
@@ -346,7 +327,7 @@ static void compare(const tdata * d, const fres * f, const refset * r, const cha
 #define CMP(field, n, tol)                                                 \
     do {                                                                   \
         snprintf(n2, sizeof n2, "%s %s", nm, #field);                      \
-        close_to(n2, f->field, r->field, n, tol);                          \
+        la_check_rel(n2, f->field, r->field, n, tol);                      \
     } while (0)
     if (tol_fwd > 0) {
         CMP(o, d->nv, tol_fwd);
@@ -460,7 +441,7 @@ static void fd_case(const tcase * c, uint64_t seed) {
     double * ag[5] = { ana.dq, ana.dk, ana.dv, ana.ds0, ana.dz0 };
     for (int p = 0; p < 5; p++) {
         snprintf(nm, sizeof nm, "%s oracle backward vs FD %s", c->name, gn[p]);
-        close_to_dd(nm, ag[p], grads[p], np[p], TOL_FD);
+        la_check_rel_as_f32(nm, ag[p], grads[p], np[p], TOL_FD);
     }
     // Each float form's backward against the finite differences.
     snprintf(nm, sizeof nm, "%s[fd]", c->name);
@@ -506,11 +487,11 @@ static void split_case(la_form form, int64_t T, int64_t t, uint64_t seed) {
     la_check(st1 == LA_STATUS_OK && st2 == LA_STATUS_OK, "%s status", nm);
     char n2[160];
     snprintf(n2, sizeof n2, "%s o", nm);
-    close_to(n2, os, ref.o, d.nv, TOL_FWD);
+    la_check_rel(n2, os, ref.o, d.nv, TOL_FWD);
     snprintf(n2, sizeof n2, "%s final_state", nm);
-    close_to(n2, fs, ref.fs, d.ns, TOL_FWD);
+    la_check_rel(n2, fs, ref.fs, d.ns, TOL_FWD);
     snprintf(n2, sizeof n2, "%s final_z", nm);
-    close_to(n2, fz, ref.fz, d.nz, TOL_FWD);
+    la_check_rel(n2, fz, ref.fz, d.nz, TOL_FWD);
     free(os); free(ms); free(mz); free(fs); free(fz);
     ref_free(&ref);
     din_free(&x);

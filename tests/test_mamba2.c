@@ -16,7 +16,7 @@
 // d softplus / du = 1 exactly), some of them to 90..100 where log1p(expf(u)) would overflow.
 //
 // Tolerances (float32 forms vs float64 references): |got - ref| <= TOL * (max|ref| + |ref|)
-// elementwise, as test_simple_gla's close_to:
+// elementwise (la_check_rel, testlib.h):
 //   TOL_FWD = 2e-5 for y and final_state (float32 rounding of the decayed sums; measured
 //             worst 1.6e-6 of max|ref|);
 //   TOL_BWD = 5e-5 for the per-token gradients dx, ddt, dB, dC and dinitial_state (measured
@@ -59,17 +59,6 @@ typedef struct tdata {
     bool     varlen;
     float *  x, * dt, * A_log, * Bm, * Cm, * D, * bias, * s0, * dy, * dfin;
 } tdata;
-
-static double maxabs_d(const double * x, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
-static bool close_to(const char * name, const float * got, const double * ref, int64_t n,
-                     double tol) {
-    return la_check_close_d(name, got, ref, n, tol * (maxabs_d(ref, n) + 1e-30), tol);
-}
 
 static void make_data(const tcase * c, tdata * d, la_rng * r) {
     memset(d, 0, sizeof(*d));
@@ -393,7 +382,7 @@ static void compare(const tdata * d, const fres * f, const refset * r, const cha
 #define CMP(field, n, tol)                                                 \
     do {                                                                   \
         snprintf(n2, sizeof n2, "%s %s", nm, #field);                      \
-        close_to(n2, f->field, r->field, n, tol);                          \
+        la_check_rel(n2, f->field, r->field, n, tol);                      \
     } while (0)
     CMP(y, d->nx, TOL_FWD);
     CMP(fs, d->ns, TOL_FWD);
@@ -407,8 +396,8 @@ static void compare(const tdata * d, const fres * f, const refset * r, const cha
 #define CMPP(field, sc)                                                                  \
     do {                                                                                 \
         snprintf(n2, sizeof n2, "%s %s", nm, #field);                                    \
-        la_check_close_d(n2, f->field, r->field, d->H, TOL_PAR * (maxabs_d(r->sc, d->H) + 1e-30), \
-                         TOL_PAR);                                                       \
+        la_check_close_d(n2, f->field, r->field, d->H,                                   \
+                         TOL_PAR * (la_maxabs_d(r->sc, d->H) + 1e-30), TOL_PAR);         \
     } while (0)
     CMPP(dA_log, sc_A);
     if (d->D) CMPP(dD, sc_D);
@@ -507,10 +496,8 @@ static void fd_case(const tcase * c, uint64_t seed) {
             params[p][i] = x0;
             grads[p][i] = (lp - lm) / (2 * FD_STEP);
         }
-        float * a32 = la_to_f32(agr[p], np[p]);
         snprintf(nm, sizeof nm, "%s oracle backward vs FD %s", c->name, gn[p]);
-        close_to(nm, a32, grads[p], np[p], TOL_FD);
-        free(a32);
+        la_check_rel_as_f32(nm, agr[p], grads[p], np[p], TOL_FD);
     }
     snprintf(nm, sizeof nm, "%s[fd]", c->name);
     check_all_forms(nm, &d, &fd);

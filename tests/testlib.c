@@ -77,6 +77,22 @@ bool la_check_close_d(const char * name, const float * got, const double * ref, 
                       double atol, double rtol) {
     return check_impl(name, got, NULL, ref, n, atol, rtol);
 }
+bool la_check_rel(const char * name, const float * got, const double * ref, int64_t n,
+                  double tol) {
+    return la_check_close_d(name, got, ref, n, tol * (la_maxabs_d(ref, n) + 1e-30), tol);
+}
+bool la_check_rel_as_f32(const char * name, const double * got, const double * ref, int64_t n,
+                         double tol) {
+    float * g = la_to_f32(got, n);
+    bool ok = la_check_rel(name, g, ref, n, tol);
+    free(g);
+    return ok;
+}
+double la_maxabs_d(const double * x, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
+    return m;
+}
 bool la_check(bool ok, const char * fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
