@@ -265,6 +265,8 @@ LA_API la_status la_gla_backward(float * dq, float * dk, float * dv, float * dgk
 //   v, o, dv, do            (B, T, H, V)
 //   u, du                   (H, K)           bonus; du is overwritten (a sum over B and T)
 //   states                  (N, H, K, V)     scale default K^-1/2 (the layer passes 1)
+// Same algorithms as gla (the read sees the cumulative gate of the previous token); final_state
+// may alias initial_state.
 LA_API size_t la_rwkv6_workspace_size(bool backward, la_shape sh, const la_opts * opts);
 LA_API la_status la_rwkv6_forward(float * o, float * final_state,
                                   const float * r, const float * k, const float * v,
@@ -287,7 +289,8 @@ LA_API la_status la_rwkv6_backward(float * dr, float * dk, float * dv, float * d
 //   x, g, o, dx, dg, do     (B, T, D)        g: log forget gate
 //   states                  (N, D)
 // No heads and no scale: opts.scale must be 0. The chunk form splits time into chunks that
-// are scanned in parallel and then joined by a carry pass (ALGORITHMS.md 1).
+// are scanned in parallel and then joined by a carry pass (ALGORITHMS.md 1). final_state may
+// alias initial_state (an in-place decode step).
 LA_API size_t la_hgrn_workspace_size(bool backward, int64_t B, int64_t T, int64_t D,
                                      const la_opts * opts);
 LA_API la_status la_hgrn_forward(float * o, float * final_state, const float * x,
@@ -310,7 +313,11 @@ LA_API la_status la_hgrn_backward(float * dx, float * dg, float * dinitial_state
 //   Bm, Cm, dBm, dCm              (B, T, Nst)  (mamba_ssm: (B, Nst, T))
 //   D, dD, delta_bias, ddelta_bias  (Dm) or NULL
 //   states                        (N, Dm, Nst)
-// opts.scale must be 0. Parameter gradients (dA, dD, ddelta_bias) are overwritten.
+// opts.scale must be 0. Parameter gradients (dA, dD, ddelta_bias) are overwritten; dD
+// (ddelta_bias) must be non-NULL exactly when D (delta_bias) is. final_state may alias
+// initial_state (an in-place decode step). The chunk form keeps 128 channels' states
+// channel-fastest and fuses exp(dt A), the update and the read per token; the backward replays
+// each chunk from checkpoints and reduces dBm, dCm over fixed channel blocks in a fixed order.
 LA_API size_t la_selective_scan_workspace_size(bool backward, int64_t B, int64_t T, int64_t Dm,
                                                int64_t Nst, const la_opts * opts);
 LA_API la_status la_selective_scan_forward(float * y, float * final_state,

@@ -30,6 +30,7 @@ typedef struct bench_cfg {
     bool    backward;
     double  min_time;
     bool    decode;
+    bool    scan;
     const char * csv;
 } bench_cfg;
 
@@ -200,6 +201,88 @@ static void bench_decode(const bench_cfg * cfg, FILE * csv) {
     }
 }
 
+// selective_scan (Mamba S6) at Mamba's sizes, in tokens/s, next to a plain scalar scan (one
+// libm expf per state element and token, the textbook loop) timed in the same run.
+static void scalar_scan(float * y, const float * u, const float * delta, const float * A,
+                        const float * Bm, const float * Cm, float * h, int64_t T, int64_t D,
+                        int64_t N) {
+    memset(h, 0, (size_t)(D * N) * sizeof(float));
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t d = 0; d < D; d++) {
+            const float dt = delta[t * D + d], x = u[t * D + d];
+            float acc = 0.0f;
+            for (int64_t n = 0; n < N; n++) {
+                float * hn = h + d * N + n;
+                *hn = expf(dt * A[d * N + n]) * *hn + dt * Bm[t * N + n] * x;
+                acc += Cm[t * N + n] * *hn;
+            }
+            y[t * D + d] = acc;
+        }
+}
+
+static void bench_selective_scan(const bench_cfg * cfg, FILE * csv) {
+    const int64_t T = 8192, D = 1536, N = 16;
+    float * u = malloc((size_t)(T * D) * 4), * dl = malloc((size_t)(T * D) * 4);
+    float * A = malloc((size_t)(D * N) * 4), * Bm = malloc((size_t)(T * N) * 4);
+    float * Cm = malloc((size_t)(T * N) * 4), * y = malloc((size_t)(T * D) * 4);
+    float * dy = malloc((size_t)(T * D) * 4), * h = malloc((size_t)(D * N) * 4);
+    float * du = malloc((size_t)(T * D) * 4), * ddl = malloc((size_t)(T * D) * 4);
+    float * dA = malloc((size_t)(D * N) * 4), * dB = malloc((size_t)(T * N) * 4);
+    float * dC = malloc((size_t)(T * N) * 4);
+    if (!u || !dl || !A || !Bm || !Cm || !y || !dy || !h || !du || !ddl || !dA || !dB || !dC)
+        cli_die("out of memory");
+    uint64_t s = 99;
+    for (int64_t i = 0; i < T * D; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        u[i] = (float)((double)(s >> 40) / 16777216.0 - 0.5);
+        dl[i] = 0.001f + 0.1f * (float)((double)((s >> 20) & 0xfffff) / 1048576.0);
+        dy[i] = u[i];
+    }
+    for (int64_t i = 0; i < D * N; i++) A[i] = -(float)(1 + i % N);  // S4D-real init
+    for (int64_t i = 0; i < T * N; i++) {
+        Bm[i] = (float)((i * 37) % 11) * 0.1f - 0.5f;
+        Cm[i] = (float)((i * 53) % 13) * 0.1f - 0.6f;
+    }
+    double t0 = cli_now();
+    scalar_scan(y, u, dl, A, Bm, Cm, h, T, D, N);
+    const double t_scalar = cli_now() - t0;
+    printf("\n== selective_scan B=1 T=%lld D=%lld N=%lld: plain scalar scan %.0f tokens/s (1 thread)\n",
+           (long long)T, (long long)D, (long long)N, (double)T / t_scalar);
+    printf("%-9s %-7s %7s %10s %12s %12s\n", "form", "pass", "threads", "ms", "tokens/s",
+           "x scalar");
+    for (int ti = 0; ti < cfg->nthreads; ti++) {
+        la_set_num_threads(cfg->threads[ti]);
+        for (int f = 0; f < 2; f++) {
+            la_opts o = la_opts_default();
+            o.form = (la_form)f;
+            for (int p = 0; p < (cfg->backward ? 2 : 1); p++) {
+                double best = 1e30;
+                for (int rep = 0; rep < 3; rep++) {
+                    double a = cli_now();
+                    la_status st = la_selective_scan_forward(y, NULL, u, dl, A, Bm, Cm, NULL, NULL,
+                                                             false, NULL, 1, T, D, N, &o);
+                    if (st == LA_STATUS_OK && p)
+                        st = la_selective_scan_backward(du, ddl, dA, dB, dC, NULL, NULL, NULL, dy,
+                                                        NULL, u, dl, A, Bm, Cm, NULL, NULL, false,
+                                                        NULL, 1, T, D, N, &o);
+                    if (st != LA_STATUS_OK) cli_die("selective_scan: %s", la_status_str(st));
+                    best = fmin(best, cli_now() - a);
+                }
+                printf("%-9s %-7s %7d %10.1f %12.0f %11.1fx\n", la_form_str((la_form)f),
+                       p ? "fwd+bwd" : "fwd", cfg->threads[ti], best * 1e3, (double)T / best,
+                       t_scalar / best);
+                if (csv)
+                    fprintf(csv, "selective_scan,D=%lld N=%lld,%s,%s,%lld,%d,%.4f,%.1f,,,\n",
+                            (long long)D, (long long)N, la_form_str((la_form)f),
+                            p ? "fwd+bwd" : "fwd", (long long)T, cfg->threads[ti], best * 1e3,
+                            (double)T / best);
+            }
+        }
+    }
+    free(u); free(dl); free(A); free(Bm); free(Cm); free(y); free(dy); free(h);
+    free(du); free(ddl); free(dA); free(dB); free(dC);
+}
+
 static int parse_list(const char * flag, const char * s, int64_t * out, int64_t lo, int64_t hi) {
     if (!s) cli_die("%s needs a comma-separated list", flag);
     char buf[512];
@@ -217,7 +300,8 @@ static void bench_usage(FILE * f) {
     fprintf(f,
             "usage: linattn bench [--ops LIST] [--forms LIST] [--T LIST] [--threads LIST]\n"
             "                     [--H N] [--K N] [--V N] [--chunk-size N] [--no-backward]\n"
-            "                     [--min-time S] [--csv FILE] [--quick] [--no-decode] [--decode-only]\n"
+            "                     [--min-time S] [--csv FILE] [--quick]\n"
+            "                     [--no-decode] [--decode-only] [--no-scan] [--scan-only]\n"
             "  --ops      linear_attn,linear_attn_norm,simple_gla,retention,mamba2,gla,rwkv6\n"
             "             (default all)\n"
             "  --forms    chunk,recurrent,ref (default chunk,recurrent)\n"
@@ -229,7 +313,7 @@ static void bench_usage(FILE * f) {
 
 int cmd_bench(int argc, char ** argv) {
     bench_cfg cfg = { .H = 8, .K = 128, .V = 128, .C = 64, .backward = true, .min_time = 0.3,
-                      .decode = true };
+                      .decode = true, .scan = true };
     for (int i = 0; i < la_opset_count; i++) cfg.ops[i] = true;
     cfg.forms[LA_FORM_CHUNK] = cfg.forms[LA_FORM_RECURRENT] = true;
     const int64_t defT[] = { 1024, 2048, 4096, 8192, 16384, 32768, 65536 };
@@ -296,8 +380,14 @@ int cmd_bench(int argc, char ** argv) {
             cfg.backward = false;
         } else if (!strcmp(a, "--no-decode")) {
             cfg.decode = false;
+        } else if (!strcmp(a, "--no-scan")) {
+            cfg.scan = false;
+        } else if (!strcmp(a, "--scan-only")) {
+            cfg.nT = 0;
+            cfg.decode = false;
         } else if (!strcmp(a, "--decode-only")) {
             cfg.nT = 0;
+            cfg.scan = false;
         } else if (!strcmp(a, "--min-time")) {
             cfg.min_time = cli_parse_double("--min-time", val, 0, 100);
             i++;
@@ -311,6 +401,7 @@ int cmd_bench(int argc, char ** argv) {
             cfg.T[0] = 1024;
             cfg.T[1] = 8192;
             cfg.nT = 2;
+            cfg.decode = cfg.scan = false;
         } else {
             cli_die("bench: unknown flag '%s' (try --help)", a);
         }
@@ -393,6 +484,7 @@ int cmd_bench(int argc, char ** argv) {
         }
     }
     if (cfg.decode) bench_decode(&cfg, csv);
+    if (cfg.scan) bench_selective_scan(&cfg, csv);
     if (csv) fclose(csv);
     la_set_num_threads(0);
     return 0;

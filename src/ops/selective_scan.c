@@ -5,18 +5,29 @@
 //   y_t[d]   = sum_n C_t[n] h_t[d,n] + D[d] u_t[d]
 //
 // The decay exp(dt A) differs for every (channel, state) pair, so there is no matmul chunk form
-// (ALGORITHMS.md 6): every form is a scan. All fast forms hold a block of SS_CB channels'
-// state transposed, h[n][d] with d fastest, so every loop runs over contiguous channels and
-// vectorises for any Nst (the sum over n of y_t is a vertical accumulation, not a reduction).
+// (ALGORITHMS.md 6): every form is a scan, vectorised either over the Nst states of a channel
+// or over a block of SS_CB channels.
 //
 // Forms
 //   ref        plain recurrence in src/ops/selective_scan_ref.c (single-threaded oracle).
-//   recurrent  token loop: dt, exp(dt A), the state update and y_t fused per token; one task
-//              per (sequence, channel block). The decode path (T = 1).
-//   chunk      per chunk of C tokens and channel block: dt and softplus for the chunk, then all
-//              C x Nst x SS_CB decays exp(dt A) in one vectorised pass, then the recurrence
-//              from the precomputed decays. Same arithmetic as the recurrent form.
-// Backward (both fast forms; reverse-time adjoint, ALGORITHMS.md 2.3), per (sequence, block):
+//   recurrent  the decode path: token loop on the state in its own (Dm, Nst) layout,
+//              vectorised over n, so initial_state, A and final_state are used in place. One
+//              task per (sequence, channel block).
+//   chunk      training and prefill: the state of a block of SS_CB channels held transposed,
+//              h[n][d] with d fastest, so every loop runs over contiguous channels for any Nst
+//              and y_t = sum_n C_t[n] h[n] is a vertical accumulation. Per chunk of C tokens:
+//              dt, softplus and dt u for the whole chunk in one vectorised pass, then a token
+//              loop fusing exp(dt A), the state update and the read-out.
+//   Measured (one thread, AVX-512; B = 1, Dm = 1536, Nst = 16): chunk 0.86-0.9 ns per (token,
+//   channel, state), about 22 us per token at T = 8192, of which la_expf is ~0.5 ns; the
+//   recurrent form 1.35 ns there (its sum over n is a horizontal reduction per channel) but
+//   33 us for a T = 1 decode step against the chunk form's 49 us (which pays for transposing
+//   A and the state in and out). Two other chunk designs were slower: writing all
+//   C x Nst x SS_CB decays of a chunk in one la_expf pass and then running the recurrence from
+//   them cost 10-15% more (an extra round trip through L1/L2, the same exponentials), and a
+//   chunked parallel scan with carries doubles the exponentials.
+// Backward (both fast forms, in the chunk form's transposed layout; reverse-time adjoint,
+// ALGORITHMS.md 2.3), per (sequence, channel block):
 //   a forward pass saves the state every L tokens (L = C in the chunk form, 64 in the
 //   recurrent form); then segments in reverse: replay the segment from its checkpoint, keeping
 //   exp(dt A) and every h_t, and run the adjoint G = dL/dh_t backwards through it:
@@ -39,8 +50,12 @@
 
 #include <string.h>
 
-#define SS_CB  64  // channels per task (a multiple of the vector width)
-#define SS_SEG 64  // checkpoint interval of the recurrent form's backward
+#define SS_CB  128  // channels per task (a multiple of the vector width); fixed, as the
+                    // backward's sums over channels are formed per block
+#define SS_SEG 64   // checkpoint interval of the recurrent form's backward
+#define SS_PF  8    // prefetch distance in tokens
+#define SS_PAR_MIN (1 << 14)  // B*T*Dm*Nst below which a call runs on one thread (the work
+                              // costs less than waking the threads; results are the same)
 
 typedef struct ss_args {
     const float * u, * delta;          // (B,T,Dm)
@@ -86,7 +101,7 @@ static inline float ss_softplus(float z) {
     p = p * s2 + 1.0f / 5.0f;
     p = p * s2 + 1.0f / 3.0f;
     p = p * s2 + 1.0f;
-    const float r = fmaxf(z, 0.0f) + 2.0f * s * p;
+    const float r = (z > 0.0f ? z : 0.0f) + 2.0f * s * p;
     return z > 20.0f ? z : r;
 }
 
@@ -96,18 +111,46 @@ static inline float ss_softplus_grad(float z) {
     return z > 20.0f ? 1.0f : s;
 }
 
-// dt and dt u of token t for channels c0 .. c0 + w; sg = softplus'(z) when non-NULL.
+// dt and dt u of token t for channels c0 .. c0 + w; sg = softplus'(z) when non-NULL. Separate
+// simple loops, so that each vectorises.
 static inline void token_dt(const ss_args * a, int64_t t, int64_t c0, int64_t w,
                             float * restrict dt, float * restrict dtu, float * restrict sg) {
     const float * restrict dl = a->delta + t * a->Dm + c0;
     const float * restrict ut = a->u + t * a->Dm + c0;
     const float * restrict bias = a->bias ? a->bias + c0 : NULL;
-    for (int64_t c = 0; c < w; c++) {
-        const float z = bias ? dl[c] + bias[c] : dl[c];
-        const float d = a->sp ? ss_softplus(z) : z;
-        dt[c] = d;
-        dtu[c] = d * ut[c];
-        if (sg) sg[c] = a->sp ? ss_softplus_grad(z) : 1.0f;
+    if (bias) {
+        for (int64_t c = 0; c < w; c++) dt[c] = dl[c] + bias[c];
+    } else {
+        for (int64_t c = 0; c < w; c++) dt[c] = dl[c];
+    }
+    if (a->sp) {
+        if (sg)
+            for (int64_t c = 0; c < w; c++) sg[c] = ss_softplus_grad(dt[c]);
+        for (int64_t c = 0; c < w; c++) dt[c] = ss_softplus(dt[c]);
+    } else if (sg) {
+        for (int64_t c = 0; c < w; c++) sg[c] = 1.0f;
+    }
+    for (int64_t c = 0; c < w; c++) dtu[c] = dt[c] * ut[c];
+}
+
+// The rows of token t that a block reads (delta, u) and writes (y) are SS_CB * 4 bytes out of
+// every Dm * 4, one TLB page each: the hardware prefetcher misses them, so they are requested
+// SS_PF tokens ahead (15-20% of the forward's time at Dm = 1536).
+static inline void prefetch_rows(const ss_args * a, int64_t t, int64_t c0, int64_t w) {
+    for (int64_t c = 0; c < w; c += 16) {
+        __builtin_prefetch(a->delta + t * a->Dm + c0 + c);
+        __builtin_prefetch(a->u + t * a->Dm + c0 + c);
+        if (a->y) __builtin_prefetch(a->y + t * a->Dm + c0 + c, 1);
+    }
+}
+
+// The rows of token t that the reverse step reads (dy, u) and writes (du, ddelta).
+static inline void prefetch_rows_bwd(const ss_args * a, int64_t t, int64_t c0, int64_t w) {
+    for (int64_t c = 0; c < w; c += 16) {
+        __builtin_prefetch(a->dy + t * a->Dm + c0 + c);
+        __builtin_prefetch(a->u + t * a->Dm + c0 + c);
+        __builtin_prefetch(a->du + t * a->Dm + c0 + c, 1);
+        __builtin_prefetch(a->ddelta + t * a->Dm + c0 + c, 1);
     }
 }
 
@@ -182,61 +225,72 @@ static inline void write_y(const ss_args * a, int64_t t, int64_t c0, int64_t w,
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-// Recurrent form. ws: h (Nst, cs), dt, dtu, yv (cs).
+// Recurrent form: the state in its own (d, n) layout, vectorised over n, so a call reads
+// initial_state and A and writes final_state without transposing them (for a decode step the
+// three transposes would cost more than the token). y = sum_n C h is summed in hsum's lane
+// order. ws: h (cs, Nst) when there is no final_state, dt, dtu, yv (cs), prod (Nst).
+static inline void rec_row(int64_t Nst, float dt, float dtu, const float * restrict Ac,
+                           const float * restrict Bt, const float * restrict Ct,
+                           float * restrict hc, float * restrict prod) {
+    for (int64_t i = 0; i < Nst; i++) {
+        const float hv = la_expf(dt * Ac[i]) * hc[i] + dtu * Bt[i];
+        hc[i] = hv;
+        prod[i] = Ct[i] * hv;
+    }
+}
+
 LA_CLONES
 static void rec_fwd_task(const ss_args * a, int64_t n, int64_t blk, float * ws) {
-    const int64_t cs = a->cs;
+    const int64_t cs = a->cs, Nst = a->Nst, Dm = a->Dm;
     int64_t c0, w, bos, eos;
     blk_range(a, blk, &c0, &w);
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
-    float * h = ws, * dt = h + a->Nst * cs, * dtu = dt + cs, * yv = dtu + cs;
-    load_state_t(a, h, a->init, n, c0, w);
+    float * dt = ws + cs * Nst, * dtu = dt + cs, * yv = dtu + cs, * prod = yv + cs;
+    // The state lives in final_state's rows when there is one, so a decode step with
+    // final_state == initial_state updates it in place and touches it once.
+    const int64_t off = (n * Dm + c0) * Nst;
+    float * h = a->final ? a->final + off : ws;
+    if (!a->init) memset(h, 0, (size_t)(w * Nst) * sizeof(float));
+    else if (a->init + off != h) memcpy(h, a->init + off, (size_t)(w * Nst) * sizeof(float));
     for (int64_t t = bos; t < eos; t++) {
+        if (t + SS_PF < eos) prefetch_rows(a, t + SS_PF, c0, w);
         token_dt(a, t, c0, w, dt, dtu, NULL);
-        for (int64_t c = 0; c < w; c++) yv[c] = 0.0f;
-        fused_step(a, h, dt, dtu, t, c0, w, yv);
+        const float * Bt = a->Bm + t * Nst, * Ct = a->Cm + t * Nst;
+        if (Nst == 16) {  // Mamba's default: whole-vector rows, no remainder handling
+            for (int64_t c = 0; c < w; c++) {
+                rec_row(16, dt[c], dtu[c], a->A + (c0 + c) * 16, Bt, Ct, h + c * 16, prod);
+                yv[c] = hsum(prod, 16);
+            }
+        } else {
+            for (int64_t c = 0; c < w; c++) {
+                rec_row(Nst, dt[c], dtu[c], a->A + (c0 + c) * Nst, Bt, Ct, h + c * Nst, prod);
+                yv[c] = hsum(prod, Nst);
+            }
+        }
         write_y(a, t, c0, w, yv);
     }
-    if (a->final) store_state_t(a, a->final, h, n, c0, w);
 }
 
-// Chunk form. ws: h (Nst, cs), yv (cs), DT, DU (L, cs), E (L, Nst, cs).
+// Chunk form. ws: h (Nst, cs), yv (cs), DT, DU (L, cs).
 LA_CLONES
 static void chunk_fwd_task(const ss_args * a, int64_t n, int64_t blk, float * ws) {
-    const int64_t cs = a->cs, Nst = a->Nst, L = a->L, Dm = a->Dm;
+    const int64_t cs = a->cs, Nst = a->Nst, L = a->L;
     int64_t c0, w, bos, eos;
     blk_range(a, blk, &c0, &w);
     la_seq_bounds(a->opts, a->sh, n, &bos, &eos);
     float * h = ws, * yv = h + Nst * cs, * DT = yv + cs, * DU = DT + L * cs;
-    float * E = DU + L * cs;
     load_state_t(a, h, a->init, n, c0, w);
     for (int64_t t0 = bos; t0 < eos; t0 += L) {
         const int64_t len = LA_MIN(L, eos - t0);
-        for (int64_t r = 0; r < len; r++) token_dt(a, t0 + r, c0, w, DT + r * cs, DU + r * cs, NULL);
-        // Every decay of the chunk in one pass: E[r][n][d] = exp(dt_r[d] A[d,n]).
-        for (int64_t r = 0; r < len; r++)
-            for (int64_t i = 0; i < Nst; i++) {
-                const float * restrict dtr = DT + r * cs;
-                const float * restrict Ai = a->At + i * Dm + c0;
-                float * restrict Eri = E + (r * Nst + i) * cs;
-                for (int64_t c = 0; c < w; c++) Eri[c] = la_expf(dtr[c] * Ai[c]);
-            }
+        // dt, softplus and dt u of the whole chunk in one pass.
         for (int64_t r = 0; r < len; r++) {
-            const int64_t t = t0 + r;
-            const float * Bt = a->Bm + t * Nst, * Ct = a->Cm + t * Nst;
-            const float * restrict dtu = DU + r * cs;
+            if (t0 + r + SS_PF < eos) prefetch_rows(a, t0 + r + SS_PF, c0, w);
+            token_dt(a, t0 + r, c0, w, DT + r * cs, DU + r * cs, NULL);
+        }
+        for (int64_t r = 0; r < len; r++) {
             for (int64_t c = 0; c < w; c++) yv[c] = 0.0f;
-            for (int64_t i = 0; i < Nst; i++) {
-                const float bi = Bt[i], ci = Ct[i];
-                const float * restrict Eri = E + (r * Nst + i) * cs;
-                float * restrict hi = h + i * cs;
-                for (int64_t c = 0; c < w; c++) {
-                    const float hv = Eri[c] * hi[c] + dtu[c] * bi;
-                    hi[c] = hv;
-                    yv[c] += ci * hv;
-                }
-            }
-            write_y(a, t, c0, w, yv);
+            fused_step(a, h, DT + r * cs, DU + r * cs, t0 + r, c0, w, yv);
+            write_y(a, t0 + r, c0, w, yv);
         }
     }
     if (a->final) store_state_t(a, a->final, h, n, c0, w);
@@ -280,49 +334,72 @@ static size_t bwd_ws_layout(bwd_ws * b, void * base, int64_t Nst, int64_t cs, in
     return cv.used;
 }
 
+// Kernels of the reverse step, over w channels (restrict parameters: no alias checks).
+// One state row n: G += C_t[n] dy ; lc = h_t dy ; lb = G dt u ; gb += G B_t[n] ;
+// ddt += G E h_{t-1} A ; dA += G E h_{t-1} dt ; G <- E G.
+static inline void bwd_row(int64_t w, float ci, float bi, const float * restrict dyt,
+                           const float * restrict dt, const float * restrict dtu,
+                           const float * restrict Ai, const float * restrict hti,
+                           const float * restrict hpi, const float * restrict Ei,
+                           float * restrict Gi, float * restrict dAi, float * restrict gb,
+                           float * restrict ddt, float * restrict lb, float * restrict lc) {
+    for (int64_t c = 0; c < w; c++) {
+        const float g = Gi[c] + ci * dyt[c];  // y_t reads h_t
+        lc[c] = hti[c] * dyt[c];
+        lb[c] = g * dtu[c];
+        gb[c] += g * bi;
+        const float q = g * Ei[c] * hpi[c];
+        ddt[c] += q * Ai[c];
+        dAi[c] += q * dt[c];
+        Gi[c] = g * Ei[c];                    // G becomes dL/dh_{t-1}
+    }
+}
+
+// du = dt gb + D dy ; ddelta = (ddt + gb u) softplus'(z) ; sums of ddelta and dy u (double).
+static inline void bwd_out(int64_t w, const float * restrict dt, const float * restrict gb,
+                           const float * restrict ddt, const float * restrict dyt,
+                           const float * restrict ut, const float * restrict sg,
+                           const float * restrict Dc, float * restrict dut,
+                           float * restrict ddl, double * restrict dbd, double * restrict dDd) {
+    for (int64_t c = 0; c < w; c++) {
+        dut[c] = Dc ? dt[c] * gb[c] + Dc[c] * dyt[c] : dt[c] * gb[c];
+        const float dz = (ddt[c] + gb[c] * ut[c]) * sg[c];
+        ddl[c] = dz;
+        dbd[c] += (double)dz;
+        dDd[c] += (double)dyt[c] * (double)ut[c];
+    }
+}
+
 // The adjoint through one token t = t0 + r of a replayed segment.
 static inline void bwd_token(const ss_args * a, const bwd_ws * b, int64_t blk, int64_t r,
                              int64_t t, int64_t c0, int64_t w) {
     const int64_t cs = a->cs, Nst = a->Nst, Dm = a->Dm;
-    const float * restrict dyt = a->dy + t * Dm + c0;
-    const float * restrict ut = a->u + t * Dm + c0;
-    const float * restrict dt = b->DT + r * cs, * restrict dtu = b->DU + r * cs;
+    const float * dyt = a->dy + t * Dm + c0;
     const float * Bt = a->Bm + t * Nst, * Ct = a->Cm + t * Nst;
-    float * restrict gb = b->gb, * restrict ddt = b->ddt;
-    float * restrict lb = b->lb, * restrict lc = b->lc;
     float * dBt = a->dBp + (blk * a->ntok + t) * Nst, * dCt = a->dCp + (blk * a->ntok + t) * Nst;
-    for (int64_t c = 0; c < w; c++) gb[c] = ddt[c] = 0.0f;
+    for (int64_t c = 0; c < w; c++) b->gb[c] = b->ddt[c] = 0.0f;
     for (int64_t i = 0; i < Nst; i++) {
-        const float bi = Bt[i], ci = Ct[i];
-        const float * restrict Ai = a->At + i * Dm + c0;
-        const float * restrict hti = b->H + ((r + 1) * Nst + i) * cs;   // h_t
-        const float * restrict hpi = b->H + (r * Nst + i) * cs;         // h_{t-1}
-        const float * restrict Ei = b->E + (r * Nst + i) * cs;
-        float * restrict Gi = b->G + i * cs;
-        float * restrict dAi = b->dAf + i * cs;
-        for (int64_t c = 0; c < w; c++) {
-            const float g = Gi[c] + ci * dyt[c];  // y_t reads h_t
-            lc[c] = hti[c] * dyt[c];
-            lb[c] = g * dtu[c];
-            gb[c] += g * bi;
-            const float q = g * Ei[c] * hpi[c];
-            ddt[c] += q * Ai[c];
-            dAi[c] += q * dt[c];
-            Gi[c] = g * Ei[c];                    // G becomes dL/dh_{t-1}
-        }
-        dCt[i] = hsum(lc, w);
-        dBt[i] = hsum(lb, w);
+        bwd_row(w, Ct[i], Bt[i], dyt, b->DT + r * cs, b->DU + r * cs, a->At + i * Dm + c0,
+                b->H + ((r + 1) * Nst + i) * cs, b->H + (r * Nst + i) * cs,
+                b->E + (r * Nst + i) * cs, b->G + i * cs, b->dAf + i * cs, b->gb, b->ddt, b->lb,
+                b->lc);
+        dCt[i] = hsum(b->lc, w);
+        dBt[i] = hsum(b->lb, w);
     }
-    const float * restrict sg = b->SG + r * cs;
-    float * restrict dut = a->du + t * Dm + c0;
-    float * restrict ddl = a->ddelta + t * Dm + c0;
+    bwd_out(w, b->DT + r * cs, b->gb, b->ddt, dyt, a->u + t * Dm + c0, b->SG + r * cs,
+            a->D ? a->D + c0 : NULL, a->du + t * Dm + c0, a->ddelta + t * Dm + c0, b->dbd,
+            b->dDd);
+}
+
+// Replay of one token: E = exp(dt A), h_t = E h_{t-1} + dt u B_t, per state row.
+static inline void replay_row(int64_t w, float bi, const float * restrict dt,
+                              const float * restrict dtu, const float * restrict Ai,
+                              const float * restrict hp, float * restrict ht,
+                              float * restrict Ei) {
     for (int64_t c = 0; c < w; c++) {
-        const float Dc = a->D ? a->D[c0 + c] : 0.0f;
-        dut[c] = dt[c] * gb[c] + Dc * dyt[c];
-        const float dz = (ddt[c] + gb[c] * ut[c]) * sg[c];
-        ddl[c] = dz;
-        b->dbd[c] += (double)dz;
-        b->dDd[c] += (double)dyt[c] * (double)ut[c];
+        const float e = la_expf(dt[c] * Ai[c]);
+        Ei[c] = e;
+        ht[c] = e * hp[c] + dtu[c] * bi;
     }
 }
 
@@ -342,6 +419,7 @@ static void bwd_task(const ss_args * a, int64_t n, int64_t blk, void * ws) {
         memcpy(h, b.ck + s * S, (size_t)S * sizeof(float));
         const int64_t t1 = LA_MIN(bos + (s + 1) * L, eos);
         for (int64_t t = bos + s * L; t < t1; t++) {
+            if (t + SS_PF < eos) prefetch_rows(a, t + SS_PF, c0, w);
             token_dt(a, t, c0, w, b.DT, b.DU, NULL);
             fused_step(a, h, b.DT, b.DU, t, c0, w, NULL);
         }
@@ -356,23 +434,18 @@ static void bwd_task(const ss_args * a, int64_t n, int64_t blk, void * ws) {
         for (int64_t r = 0; r < len; r++) {
             const int64_t t = t0 + r;
             float * restrict dt = b.DT + r * cs, * restrict dtu = b.DU + r * cs;
+            if (r + SS_PF < len) prefetch_rows(a, t + SS_PF, c0, w);
             token_dt(a, t, c0, w, dt, dtu, b.SG + r * cs);
             const float * Bt = a->Bm + t * Nst;
-            for (int64_t i = 0; i < Nst; i++) {
-                const float bi = Bt[i];
-                const float * restrict Ai = a->At + i * Dm + c0;
-                const float * restrict hp = b.H + (r * Nst + i) * cs;
-                float * restrict ht = b.H + ((r + 1) * Nst + i) * cs;
-                float * restrict Ei = b.E + (r * Nst + i) * cs;
-                for (int64_t c = 0; c < w; c++) {
-                    const float e = la_expf(dt[c] * Ai[c]);
-                    Ei[c] = e;
-                    ht[c] = e * hp[c] + dtu[c] * bi;
-                }
-            }
+            for (int64_t i = 0; i < Nst; i++)
+                replay_row(w, Bt[i], dt, dtu, a->At + i * Dm + c0, b.H + (r * Nst + i) * cs,
+                           b.H + ((r + 1) * Nst + i) * cs, b.E + (r * Nst + i) * cs);
         }
         for (int64_t e = 0; e < S; e++) b.dAf[e] = 0.0f;
-        for (int64_t r = len - 1; r >= 0; r--) bwd_token(a, &b, blk, r, t0 + r, c0, w);
+        for (int64_t r = len - 1; r >= 0; r--) {
+            if (r >= SS_PF) prefetch_rows_bwd(a, t0 + r - SS_PF, c0, w);
+            bwd_token(a, &b, blk, r, t0 + r, c0, w);
+        }
         for (int64_t e = 0; e < S; e++) b.dAd[e] += (double)b.dAf[e];
     }
     if (a->dinit) store_state_t(a, a->dinit, b.G, n, c0, w);
@@ -390,7 +463,7 @@ static void bwd_reduce(const ss_args * a) {
     const int64_t Nst = a->Nst, Dm = a->Dm, nb = a->nblk, N = a->N;
     if (nb > 1) {
         const int64_t nel = a->ntok * Nst, stride = a->ntok * Nst;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (a->ntok * Dm * Nst >= SS_PAR_MIN)
         for (int64_t e = 0; e < nel; e++) {
             double sb = 0, sc = 0;
             for (int64_t k = 0; k < nb; k++) {
@@ -427,8 +500,8 @@ static size_t per_thread_bytes(const ss_args * a, bool backward) {
         return bwd_ws_layout(&b, NULL, Nst, cs, L, a->maxlen);
     }
     if (a->opts->form == LA_FORM_RECURRENT)
-        return la_align_up((size_t)((Nst + 3) * cs) * sizeof(float));
-    return la_align_up((size_t)((Nst + 1 + 2 * L + L * Nst) * cs) * sizeof(float));
+        return la_align_up((size_t)((Nst + 3) * cs + Nst) * sizeof(float));
+    return la_align_up((size_t)((Nst + 1 + 2 * L) * cs) * sizeof(float));
 }
 
 // Shared workspace (At, and for the backward the partials), then per-thread scratch.
@@ -506,11 +579,12 @@ static la_status ss_run(ss_args * a, bool backward) {
     float * thr;
     size_t per;
     ss_layout(a, ws, backward, &thr, &per);
-    for (int64_t c = 0; c < a->Dm; c++)
-        for (int64_t i = 0; i < a->Nst; i++) a->At[i * a->Dm + c] = a->A[c * a->Nst + i];
-    const int64_t ntask = a->N * a->nblk;
     const bool chunk = opts->form == LA_FORM_CHUNK;
-#pragma omp parallel for schedule(static)
+    if (backward || chunk)  // the channel-major kernels read A transposed
+        for (int64_t c = 0; c < a->Dm; c++)
+            for (int64_t i = 0; i < a->Nst; i++) a->At[i * a->Dm + c] = a->A[c * a->Nst + i];
+    const int64_t ntask = a->N * a->nblk;
+#pragma omp parallel for schedule(static) if (a->ntok * a->Dm * a->Nst >= SS_PAR_MIN)
     for (int64_t i = 0; i < ntask; i++) {
         int tid = 0;
 #ifdef _OPENMP
