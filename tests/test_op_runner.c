@@ -319,6 +319,92 @@ static void roundtrip_gla_rwkv6(void) {
     free(q); free(k); free(v); free(gk); free(gv); free(u); free(dout);
 }
 
+// hgrn (chunk, varlen) and selective_scan (recurrent, --delta-softplus, D, delta_bias), with
+// backward, against the library.
+static void roundtrip_hgrn_scan(void) {
+    la_rng r;
+    la_rng_seed(&r, 12);
+    const int64_t T = 19, D = 6, M = 5;
+    float x[19 * 6], g[19 * 6], dout[19 * 6], A[6 * 5], Bm[19 * 5], Cm[19 * 5], Dp[6], bias[6];
+    float s0[2 * 6];
+    la_fill_normal(&r, x, T * D, 1);
+    la_fill_logsigmoid(&r, g, T * D);
+    la_fill_normal(&r, dout, T * D, 1);
+    la_fill_uniform(&r, A, D * M, -2, -0.1);
+    la_fill_normal(&r, Bm, T * M, 1);
+    la_fill_normal(&r, Cm, T * M, 1);
+    la_fill_normal(&r, Dp, D, 1);
+    la_fill_normal(&r, bias, D, 0.5);
+    la_fill_normal(&r, s0, 2 * D, 1);
+    int64_t cu[3] = { 0, 7, 19 };
+    tin h[5] = { { "x", LA_DTYPE_F32, 3, { 1, T, D }, x },
+                 { "g", LA_DTYPE_F32, 3, { 1, T, D }, g },
+                 { "cu_seqlens", LA_DTYPE_I64, 1, { 3 }, cu },
+                 { "initial_state", LA_DTYPE_F32, 2, { 2, D }, s0 },
+                 { "do", LA_DTYPE_F32, 3, { 1, T, D }, dout } };
+    write_st(path_of("hgrn.safetensors"), h, 5);
+    char args[1024];
+    int nl;
+    char first[256];
+    snprintf(args, sizeof args, "hgrn --in %s --out %s --backward --chunk-size 4",
+             path_of("hgrn.safetensors"), path_of("out.safetensors"));
+    if (la_check(run(args, &nl, first, sizeof first) == 0, "runner hgrn exits 0 (%s)", first)) {
+        la_opts o = la_opts_default();
+        o.chunk_size = 4;
+        o.cu_seqlens = cu;
+        o.n_seqs = 2;
+        float ro[19 * 6], rf[12], dx[19 * 6], dg[19 * 6], ds[12];
+        la_hgrn_forward(ro, rf, x, g, s0, 1, T, D, &o);
+        la_hgrn_backward(dx, dg, ds, dout, NULL, x, g, s0, 1, T, D, &o);
+        la_st_file * f;
+        la_st_open(&f, path_of("out.safetensors"), NULL, 0);
+        expect_equal(f, "runner hgrn", "o", ro, T * D);
+        expect_equal(f, "runner hgrn", "final_state", rf, 2 * D);
+        expect_equal(f, "runner hgrn", "dx", dx, T * D);
+        expect_equal(f, "runner hgrn", "dg", dg, T * D);
+        expect_equal(f, "runner hgrn", "dinitial_state", ds, 2 * D);
+        la_st_close(f);
+    }
+    tin sc[8] = { { "u", LA_DTYPE_F32, 3, { 1, T, D }, x },
+                  { "delta", LA_DTYPE_F32, 3, { 1, T, D }, g },
+                  { "A", LA_DTYPE_F32, 2, { D, M }, A },
+                  { "B", LA_DTYPE_F32, 3, { 1, T, M }, Bm },
+                  { "C", LA_DTYPE_F32, 3, { 1, T, M }, Cm },
+                  { "D", LA_DTYPE_F32, 1, { D }, Dp },
+                  { "delta_bias", LA_DTYPE_F32, 1, { D }, bias },
+                  { "do", LA_DTYPE_F32, 3, { 1, T, D }, dout } };
+    write_st(path_of("scan.safetensors"), sc, 8);
+    sc[2].shape[1] = M - 1;  // A (D, M-1) disagrees with B, C (.., M)
+    write_st(path_of("scan_badA.safetensors"), sc, 7);
+    sc[2].shape[1] = M;
+    snprintf(args, sizeof args,
+             "selective_scan --in %s --out %s --backward --delta-softplus --form recurrent",
+             path_of("scan.safetensors"), path_of("out.safetensors"));
+    if (la_check(run(args, &nl, first, sizeof first) == 0, "runner selective_scan exits 0 (%s)",
+                 first)) {
+        la_opts o = la_opts_default();
+        o.form = LA_FORM_RECURRENT;
+        float ro[19 * 6], rf[6 * 5], du[19 * 6], dd[19 * 6], dA[6 * 5], dB[19 * 5], dC[19 * 5];
+        float dD[6], db[6];
+        la_selective_scan_forward(ro, rf, x, g, A, Bm, Cm, Dp, bias, true, NULL, 1, T, D, M, &o);
+        la_selective_scan_backward(du, dd, dA, dB, dC, dD, db, NULL, dout, NULL, x, g, A, Bm, Cm,
+                                   Dp, bias, true, NULL, 1, T, D, M, &o);
+        la_st_file * f;
+        la_st_open(&f, path_of("out.safetensors"), NULL, 0);
+        const char * tag = "runner selective_scan";
+        expect_equal(f, tag, "o", ro, T * D);
+        expect_equal(f, tag, "final_state", rf, D * M);
+        expect_equal(f, tag, "du", du, T * D);
+        expect_equal(f, tag, "ddelta", dd, T * D);
+        expect_equal(f, tag, "dA", dA, D * M);
+        expect_equal(f, tag, "dB", dB, T * M);
+        expect_equal(f, tag, "dC", dC, T * M);
+        expect_equal(f, tag, "dD", dD, D);
+        expect_equal(f, tag, "ddelta_bias", db, D);
+        la_st_close(f);
+    }
+}
+
 // --- bad input corpus -------------------------------------------------------------------------
 
 static void expect_fail(const char * what, const char * args) {
@@ -484,6 +570,9 @@ static void bad_inputs(void) {
     FAIL_WITH("gla gv with the chunk form", "gla --in %s", path_of("gla_gv.safetensors"));
     FAIL_WITH("gla chunk without gk", "gla --in %s", path_of("gla_nogk.safetensors"));
     FAIL_WITH("rwkv6 without u", "rwkv6 --in %s", path_of("rwkv_nou.safetensors"));
+    FAIL_WITH("--delta-softplus on hgrn", "hgrn --in %s --delta-softplus", path_of("hgrn.safetensors"));
+    FAIL_WITH("selective_scan A with wrong d_state", "selective_scan --in %s",
+              path_of("scan_badA.safetensors"));
 #undef FAIL_WITH
 }
 
@@ -506,6 +595,7 @@ int main(void) {
     roundtrip_simple_gla(false, true, "chunk");
     roundtrip_bf16_normalize();
     roundtrip_gla_rwkv6();
+    roundtrip_hgrn_scan();
     bad_inputs();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

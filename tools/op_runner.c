@@ -33,6 +33,7 @@ enum {
     OPF_NEG_EIGVAL = 1u << 6,
     OPF_LOWER_BOUND = 1u << 7,
     OPF_WINDOW = 1u << 8,
+    OPF_DELTA_SOFTPLUS = 1u << 9,
 };
 
 static const struct {
@@ -49,6 +50,7 @@ static const struct {
     { "--allow-neg-eigval", OPF_NEG_EIGVAL, false },
     { "--lower-bound", OPF_LOWER_BOUND, true },
     { "--window-size", OPF_WINDOW, true },
+    { "--delta-softplus", OPF_DELTA_SOFTPLUS, false },
 };
 #define N_FLAGS (sizeof g_flags / sizeof g_flags[0])
 
@@ -380,6 +382,76 @@ static void op_rwkv6(run_ctx * c) {
                  "backward");
 }
 
+// Sizes of the axes in `axes` must be known; T may be 0, the others must be >= 1.
+static void need_axes(run_ctx * c, const char * axes) {
+    for (const char * p = axes; *p; p++) {
+        const int64_t d = c->dim[(unsigned char)*p];
+        if (d < (*p == 'T' ? 0 : 1))
+            cli_die("%s: axis %c must be at least %d, got %lld", c->in_path, *p, *p == 'T' ? 0 : 1,
+                    (long long)d);
+    }
+}
+
+// hgrn: x, g (B,T,D); state (N,D).
+static void op_hgrn(run_ctx * c) {
+    const float * x = load_f32(c, "x", true, "BTD");
+    const float * g = load_f32(c, "g", true, "BTD");
+    load_cu_seqlens(c);
+    const float * s0 = load_f32(c, "initial_state", false, "ND");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTD") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "ND") : NULL;
+    check_all_used(c);
+    need_axes(c, "BTD");
+    const int64_t B = c->dim['B'], T = c->dim['T'], D = c->dim['D'];
+    float * o = out_f32(c, "o", "BTD");
+    float * fin = out_f32(c, "final_state", "ND");
+    check_status(c, la_hgrn_forward(o, fin, x, g, s0, B, T, D, &c->opts), "forward");
+    if (!c->backward) return;
+    float * dx = out_f32(c, "dx", "BTD");
+    float * dg = out_f32(c, "dg", "BTD");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "ND");
+    check_status(c, la_hgrn_backward(dx, dg, ds0, dout, dfin, x, g, s0, B, T, D, &c->opts),
+                 "backward");
+}
+
+// selective_scan: u, delta (B,T,D); A (D,M); B, C (B,T,M); D, delta_bias (D); state (N,D,M)
+// with M = d_state.
+static void op_selective_scan(run_ctx * c) {
+    const float * u = load_f32(c, "u", true, "BTD");
+    const float * delta = load_f32(c, "delta", true, "BTD");
+    const float * A = load_f32(c, "A", true, "DM");
+    const float * Bm = load_f32(c, "B", true, "BTM");
+    const float * Cm = load_f32(c, "C", true, "BTM");
+    const float * D = load_f32(c, "D", false, "D");
+    const float * bias = load_f32(c, "delta_bias", false, "D");
+    load_cu_seqlens(c);
+    const float * s0 = load_f32(c, "initial_state", false, "NDM");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTD") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NDM") : NULL;
+    check_all_used(c);
+    need_axes(c, "BTDM");
+    const int64_t Bn = c->dim['B'], T = c->dim['T'], Dm = c->dim['D'], M = c->dim['M'];
+    const bool sp = (c->given & OPF_DELTA_SOFTPLUS) != 0;
+    float * o = out_f32(c, "o", "BTD");
+    float * fin = out_f32(c, "final_state", "NDM");
+    check_status(c, la_selective_scan_forward(o, fin, u, delta, A, Bm, Cm, D, bias, sp, s0, Bn, T,
+                                              Dm, M, &c->opts),
+                 "forward");
+    if (!c->backward) return;
+    float * du = out_f32(c, "du", "BTD");
+    float * ddelta = out_f32(c, "ddelta", "BTD");
+    float * dA = out_f32(c, "dA", "DM");
+    float * dB = out_f32(c, "dB", "BTM");
+    float * dC = out_f32(c, "dC", "BTM");
+    float * dD = grad_for(c, D, "dD", "D");
+    float * dbias = grad_for(c, bias, "ddelta_bias", "D");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "NDM");
+    check_status(c, la_selective_scan_backward(du, ddelta, dA, dB, dC, dD, dbias, ds0, dout, dfin,
+                                               u, delta, A, Bm, Cm, D, bias, sp, s0, Bn, T, Dm, M,
+                                               &c->opts),
+                 "backward");
+}
+
 typedef struct op_desc {
     const char * name;
     unsigned     flags;  // OPF_* the op accepts
@@ -399,6 +471,10 @@ static const op_desc g_ops[] = {
       "(recurrent, ref); initial_state [N,H,K,V]" },
     { "rwkv6", OPF_SCALE | OPF_CHUNK, op_rwkv6,
       "r, k, w [B,T,H,K]; v [B,T,H,V]; u [H,K]; initial_state [N,H,K,V]" },
+    { "hgrn", OPF_CHUNK, op_hgrn, "x, g [B,T,D]; initial_state [N,D]" },
+    { "selective_scan", OPF_CHUNK | OPF_DELTA_SOFTPLUS, op_selective_scan,
+      "u, delta [B,T,D]; A [D,M]; B, C [B,T,M]; D [D]; delta_bias [D]; initial_state [N,D,M] "
+      "(M = d_state; mamba_ssm's [B,D,T] layouts transposed)" },
     { "mamba2", OPF_CHUNK, op_mamba2,
       "x [B,T,H,P]; dt [B,T,H]; A_log [H]; B, C [B,T,G,Nst]; D [H]; dt_bias [H]; "
       "initial_state [N,H,Nst,P]" },
