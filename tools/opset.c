@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2, OP_GLA, OP_RWKV6 };
+enum {
+    OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2, OP_GLA, OP_RWKV6,
+    OP_HGRN, OP_SELECTIVE_SCAN
+};
 
 const op_entry la_opset[] = {
     { "linear_attn", "" },
@@ -15,6 +18,8 @@ const op_entry la_opset[] = {
     { "mamba2", "G=1" },
     { "gla", "gk [B,T,H,K]" },
     { "rwkv6", "" },
+    { "hgrn", "D=H*V" },
+    { "selective_scan", "D=H*V N=K" },
 };
 const int la_opset_count = sizeof la_opset / sizeof la_opset[0];
 
@@ -28,6 +33,10 @@ struct op_inst {
     float *  gk, * dgk;                       // gla gk, rwkv6 w (B,T,H,K)
     float *  u, * du;                         // rwkv6 bonus (H,K)
     float *  state;                           // (B,H,K,V) decode state, allocated on first use
+    // hgrn and selective_scan see (B, T, D = H*V) channels, selective_scan with d_state N = K:
+    // x / u = v, o = o; B = k and C = q (their first B*T*K entries).
+    float *  xg, * dxg;                       // (B,T,D) hgrn gate / selective_scan delta
+    float *  Am, * dAm;                       // (D, N) selective_scan A
 };
 
 static uint64_t rng_next(uint64_t * s) {
@@ -56,8 +65,11 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     x->u = malloc((size_t)(sh.H * sh.K) * 4); x->du = malloc((size_t)(sh.H * sh.K) * 4);
     x->A_log = malloc((size_t)sh.H * 4); x->D = malloc((size_t)sh.H * 4);
     x->dA = malloc((size_t)sh.H * 4); x->dD = malloc((size_t)sh.H * 4);
+    x->xg = malloc(fv); x->dxg = malloc(fv);
+    x->Am = malloc((size_t)(sh.H * sh.V * sh.K) * 4); x->dAm = malloc((size_t)(sh.H * sh.V * sh.K) * 4);
     if (!x->q || !x->k || !x->v || !x->o || !x->dout || !x->dq || !x->dk || !x->dv || !x->g ||
-        !x->dg || !x->A_log || !x->D || !x->dA || !x->dD || !x->gk || !x->dgk || !x->u || !x->du) {
+        !x->dg || !x->A_log || !x->D || !x->dA || !x->dD || !x->gk || !x->dgk || !x->u || !x->du ||
+        !x->xg || !x->dxg || !x->Am || !x->dAm) {
         op_inst_free(x);
         return NULL;
     }
@@ -79,6 +91,9 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     fill(x->u, sh.H * sh.K, &s, -1.0f, 1.0f);
     fill(x->A_log, sh.H, &s, 0.0f, 1.0f);
     fill(x->D, sh.H, &s, -1.0f, 1.0f);
+    if (which == OP_SELECTIVE_SCAN) fill(x->xg, x->nv, &s, 0.001f, 0.1f);  // delta (dt)
+    else fill(x->xg, x->nv, &s, -0.3f, -0.001f);                          // hgrn log gate
+    fill(x->Am, sh.H * sh.V * sh.K, &s, -4.0f, -0.5f);
     return x;
 }
 
@@ -87,6 +102,7 @@ void op_inst_free(op_inst * x) {
     free(x->q); free(x->k); free(x->v); free(x->g); free(x->o); free(x->dout);
     free(x->dq); free(x->dk); free(x->dv); free(x->dg);
     free(x->A_log); free(x->D); free(x->dA); free(x->dD); free(x->gk); free(x->dgk); free(x->u); free(x->du); free(x->state);
+    free(x->xg); free(x->dxg); free(x->Am); free(x->dAm);
     free(x);
 }
 
@@ -116,6 +132,12 @@ la_status op_inst_forward(op_inst * x, la_form form, int32_t C) {
         return la_gla_forward(x->o, NULL, x->q, x->k, x->v, x->gk, NULL, NULL, x->sh, &o);
     case OP_RWKV6:
         return la_rwkv6_forward(x->o, NULL, x->q, x->k, x->v, x->gk, x->u, NULL, x->sh, &o);
+    case OP_HGRN:
+        return la_hgrn_forward(x->o, NULL, x->v, x->xg, NULL, x->sh.B, x->sh.T, x->sh.H * x->sh.V, &o);
+    case OP_SELECTIVE_SCAN:
+        return la_selective_scan_forward(x->o, NULL, x->v, x->xg, x->Am, x->k, x->q, NULL, NULL,
+                                         false, NULL, x->sh.B, x->sh.T, x->sh.H * x->sh.V,
+                                         x->sh.K, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -141,6 +163,12 @@ la_status op_inst_decode(op_inst * x, double * state_bytes) {
         return la_gla_forward(x->o, S, x->q, x->k, x->v, x->gk, NULL, S, sh, &o);
     case OP_RWKV6:
         return la_rwkv6_forward(x->o, S, x->q, x->k, x->v, x->gk, x->u, S, sh, &o);
+    case OP_HGRN:
+        *state_bytes = 2.0 * (double)(sh.B * sh.H * sh.V) * sizeof(float);
+        return la_hgrn_forward(x->o, S, x->v, x->xg, S, sh.B, sh.T, sh.H * sh.V, &o);
+    case OP_SELECTIVE_SCAN:
+        return la_selective_scan_forward(x->o, S, x->v, x->xg, x->Am, x->k, x->q, NULL, NULL,
+                                         false, S, sh.B, sh.T, sh.H * sh.V, sh.K, &o);
     }
     return LA_STATUS_UNSUPPORTED;  // normalised linear_attn carries (S, z) through copies
 }
@@ -171,6 +199,14 @@ la_status op_inst_backward(op_inst * x, la_form form, int32_t C) {
     case OP_RWKV6:
         return la_rwkv6_backward(x->dq, x->dk, x->dv, x->dgk, x->du, NULL, x->dout, NULL, x->q,
                                  x->k, x->v, x->gk, x->u, NULL, x->sh, &o);
+    case OP_HGRN:
+        return la_hgrn_backward(x->dv, x->dxg, NULL, x->dout, NULL, x->v, x->xg, NULL, x->sh.B,
+                                x->sh.T, x->sh.H * x->sh.V, &o);
+    case OP_SELECTIVE_SCAN:
+        return la_selective_scan_backward(x->dv, x->dxg, x->dAm, x->dk, x->dq, NULL, NULL, NULL,
+                                          x->dout, NULL, x->v, x->xg, x->Am, x->k, x->q, NULL,
+                                          NULL, false, NULL, x->sh.B, x->sh.T, x->sh.H * x->sh.V,
+                                          x->sh.K, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -181,6 +217,10 @@ const float * op_inst_out(const op_inst * x, int64_t * n) {
 }
 
 const float * op_inst_grad(const op_inst * x, int64_t * n) {
+    if (x->which == OP_HGRN || x->which == OP_SELECTIVE_SCAN) {  // dg / ddelta
+        *n = x->nv;
+        return x->dxg;
+    }
     if (x->which == OP_GLA || x->which == OP_RWKV6) {  // the gate gradient
         *n = x->nq;
         return x->dgk;
@@ -195,6 +235,10 @@ const float * op_inst_grad(const op_inst * x, int64_t * n) {
 
 double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
     const double K = (double)sh.K, V = (double)(which == OP_LINEAR_ATTN_NORM ? sh.V + 1 : sh.V);
+    // Element-wise scans (ALGORITHMS.md 11.2), per token and per V channels: hgrn 2 per channel,
+    // selective_scan 6 per (channel, state) (the exponential not counted), in every form.
+    if (which == OP_HGRN) return 2 * V;
+    if (which == OP_SELECTIVE_SCAN) return 6 * V * K;
     if (form != LA_FORM_CHUNK) {
         // recurrent: k v^T update + S^T q (4KV), plus the decay of S for gated ops (5KV).
         return which == OP_LINEAR_ATTN || which == OP_LINEAR_ATTN_NORM ? 4 * K * V : 5 * K * V;
