@@ -20,6 +20,7 @@ static inline float la_expf(float x) {
     const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     float xc = x > 88.7f ? 88.7f : x;
     xc = xc < -87.3f ? -87.3f : xc;
+    xc = xc == xc ? xc : 0.0f;  // NaN: compute on 0 (float-to-int of NaN is undefined), fix below
     float n = (xc * log2e + shifter) - shifter;
     float r = xc - n * ln2_hi;
     r = r - n * ln2_lo;
@@ -32,7 +33,7 @@ static inline float la_expf(float x) {
     p = p * r * r + r + 1.0f;
     // 2^n in two halves, so n = 128 (x near 88.7) and n = -126 stay representable.
     const int32_t ni = (int32_t)n, h = ni >> 1;
-    const int32_t e1 = (h + 127) << 23, e2 = (ni - h + 127) << 23;
+    const uint32_t e1 = (uint32_t)(h + 127) << 23, e2 = (uint32_t)(ni - h + 127) << 23;
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
