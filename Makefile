@@ -3,12 +3,14 @@
 #   make demo     install missing Debian packages (when root), configure, build, run `linattn demo`
 #   make test     the same set-up, then the whole CTest suite
 #   make test-asan    the suite again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-portable    the suite again without SIMD clones and without OpenMP
 #   make bench    the benchmark of docs/BENCHMARKS.md (takes several minutes)
 #   make install  library, header, pkg-config file and program under PREFIX (default /usr/local)
 #   make clean
 #
 # CMake does the building (build/ for Release, build-asan/ for the sanitizer pass).
 
+SHELL    := /bin/bash
 PREFIX   ?= /usr/local
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD    ?= build
@@ -18,12 +20,12 @@ CMAKE_FLAGS ?=
 # (optional for the library, used by the benchmark's reference rate).
 DEB_PACKAGES := cmake make gcc libc6-dev libcjson-dev libopenblas-dev pkg-config
 
-.PHONY: all deps configure build demo test test-asan bench install clean
+.PHONY: all deps configure build demo test test-asan test-portable bench install clean
 
 all: build
 
-# Installs what is missing, as root only (CI and fresh machines run as root); otherwise says
-# what to install and continues, so a machine that already has everything needs no root.
+# Installs what is missing, as root (CI and fresh machines run as root); as another user it
+# names the missing packages and stops. A machine that already has everything needs no root.
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -46,12 +48,20 @@ build: configure
 demo: build
 	./$(BUILD)/linattn demo
 
-# CTest prints its summary line last ("100% tests passed, 0 tests failed out of N").
+# The run ends with CTest's summary line ("100% tests passed, 0 tests failed out of N"): the
+# timing line CTest prints after it is dropped.
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cd $(BUILD) && set -o pipefail && ctest --output-on-failure -j $(JOBS) 2>&1 | \
+	  awk '/^Total Test time/ { next } NF { if (blank) print ""; blank = 0; print; next } { blank = 1 }'
 
+# The suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan CMAKE_FLAGS="-DLA_SANITIZE=ON"
+
+# The suite with the token loops in baseline x86-64 code (no AVX-512/AVX2 clones) and without
+# OpenMP: the code paths CPUs without AVX-512 and single-threaded builds take.
+test-portable:
+	@$(MAKE) --no-print-directory test BUILD=build-portable CMAKE_FLAGS="-DLA_NO_CLONES=ON -DLA_OPENMP=OFF"
 
 bench: build
 	./$(BUILD)/linattn bench --csv $(BUILD)/bench.csv
@@ -60,4 +70,4 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-portable

@@ -21,8 +21,9 @@
 //     la_simple_gla_backward(dq, dk, dv, dg, NULL, dout, NULL, q, k, v, g, NULL, NULL, sh, &opts);
 //
 // Scratch memory is caller-owned: la_<op>_workspace_size() tells how many bytes a call needs
-// for the current thread count; pass it in opts.work / opts.work_size. With opts.work == NULL
-// the op allocates (and frees) its own scratch.
+// for the current thread count (64 bytes of it are slack, so the block may have any
+// alignment); pass it in opts.work / opts.work_size. With opts.work == NULL the op allocates
+// (and frees) its own.
 //
 // Variable-length batches: set opts.cu_seqlens (int64 [N+1], cu[0] = 0, non-decreasing,
 // cu[N] = T) and opts.n_seqs = N; B must then be 1. States then have N rows.
@@ -92,7 +93,8 @@ LA_API const char * la_cpu_isa(void);
 
 // sgemm through CBLAS (OpenBLAS loaded at run time when present, linattn's own kernel
 // otherwise); row-major C[M,N] = alpha * op(A) op(B) + beta * C. Used by the layers and as the
-// speed reference of the benchmarks. Returns the backend's name in *backend when non-NULL.
+// speed reference of the benchmarks. la_blas_backend() names the backend ("openblas",
+// "linattn").
 LA_API void la_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd, float alpha,
                      const float * A, int64_t lda, const float * B, int64_t ldb, float beta,
                      float * C, int64_t ldc);
@@ -123,7 +125,7 @@ typedef struct la_opts {
     int32_t         chunk_size;  // C for the chunk form; 0 selects 64; 1 .. 256
     const int64_t * cu_seqlens;  // (N+1) sequence starts for varlen mode, or NULL
     int64_t         n_seqs;      // N when cu_seqlens is set
-    void *          work;        // caller-owned scratch, or NULL to let the op allocate
+    void *          work;        // caller-owned scratch (any alignment), or NULL: the op allocates
     size_t          work_size;   // bytes at work
 } la_opts;
 

@@ -476,6 +476,33 @@ static void bad_args(void) {
                  LA_STATUS_WORKSPACE, "small workspace rejected");
 }
 
+// A workspace of any alignment works (the queried size carries 64 bytes of slack), and a gate
+// of -inf (a hard reset) gives the recurrent form's finite result in the chunk form.
+static void workspace_and_reset(void) {
+    la_rng r;
+    la_rng_seed(&r, 31);
+    tcase c = { "reset", 1, 150, 2, 16, 8, 0, {0}, GATE_G, 1, 1, true, true, 0 };
+    tdata d;
+    make_data(&c, &d, &r);
+    for (int64_t t = 40; t < d.sh.T; t += 53) d.g[t * c.H] = -INFINITY;  // head 0 resets
+    la_opts oc = opts_for(&d, LA_FORM_CHUNK, 64, 0), orr = opts_for(&d, LA_FORM_RECURRENT, 0, 0);
+    float * a = la_test_alloc(d.nv * 4), * b = la_test_alloc(d.nv * 4), * e = la_test_alloc(d.nv * 4);
+    float * fa = la_test_alloc(d.ns * 4), * fb = la_test_alloc(d.ns * 4);
+    la_simple_gla_forward(a, fa, d.q, d.k, d.v, d.g, NULL, d.s0, d.sh, &oc);
+    la_simple_gla_forward(b, fb, d.q, d.k, d.v, d.g, NULL, d.s0, d.sh, &orr);
+    la_check_close("gate -inf: chunk o == recurrent o", a, b, d.nv, 1e-5, 1e-5);
+    la_check_close("gate -inf: chunk final_state == recurrent", fa, fb, d.ns, 1e-5, 1e-5);
+    const size_t need = la_simple_gla_workspace_size(true, d.sh, &oc);
+    char * raw = la_test_alloc(need + 8);
+    oc.work = raw + 4;  // 4-byte aligned only
+    oc.work_size = need;
+    la_status st = la_simple_gla_forward(e, NULL, d.q, d.k, d.v, d.g, NULL, d.s0, d.sh, &oc);
+    la_check(st == LA_STATUS_OK && memcmp(a, e, d.nv * 4) == 0,
+             "misaligned caller workspace: same result (%s)", la_status_str(st));
+    free(raw); free(a); free(b); free(e); free(fa); free(fb);
+    free_data(&d);
+}
+
 int main(void) {
     const tcase cases[] = {
         // name          B   T    H  K   V  nseq lens             gate        glo   ghi   init  dfin  scale
@@ -506,6 +533,7 @@ int main(void) {
     determinism();
     wrappers();
     bad_args();
+    workspace_and_reset();
     long_sequence();
     return la_test_summary();
 }

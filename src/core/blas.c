@@ -24,23 +24,31 @@ static const char * g_backend = "linattn";
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void blas_load(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    bool skx = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512vl");
-    if (skx && !getenv("OPENBLAS_CORETYPE")) setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 0);
-#endif
     if (getenv("LA_NO_BLAS")) return;
     const char * names[] = { "libopenblas.so.0", "libopenblas.so" };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        void * h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        // A host that already loaded OpenBLAS keeps it as it is: no environment change and no
+        // change of its thread count behind its back.
+        void * h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+        const bool ours = h == NULL;
+        if (ours) {
+#if defined(__x86_64__)
+            __builtin_cpu_init();
+            const bool skx = __builtin_cpu_supports("avx512f") &&
+                             __builtin_cpu_supports("avx512cd") &&
+                             __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512dq") &&
+                             __builtin_cpu_supports("avx512vl");
+            if (skx && !getenv("OPENBLAS_CORETYPE")) setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 0);
+#endif
+            h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        }
         if (!h) continue;
         cblas_sgemm_fn f = (cblas_sgemm_fn)dlsym(h, "cblas_sgemm");
         if (!f) { dlclose(h); continue; }
-        // linattn threads over heads and rows itself; OpenBLAS runs inside one thread.
+        // linattn threads over heads and rows itself; the OpenBLAS it loads runs in one thread.
         set_threads_fn st = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
-        if (st) st(1);
+        if (st && ours) st(1);
         g_sgemm = f;
         g_backend = "openblas";
         return;

@@ -71,8 +71,10 @@ static inline void * la_carve(la_carver * c, size_t bytes) {
     return p;
 }
 
-// Workspace acquisition: uses opts->work when given (checking its size), otherwise allocates.
-// *owned is set when the caller must free with la_ws_release.
+// Workspace acquisition: uses opts->work when given (aligned up to LA_ALIGN, checking its size),
+// otherwise allocates. `need` is a public workspace size, i.e. carved bytes + LA_ALIGN of slack
+// (every la_<op>_workspace_size adds it). *owned is set when the caller must free with
+// la_ws_release.
 la_status la_ws_acquire(const la_opts * opts, size_t need, void ** ws, bool * owned);
 void      la_ws_release(void * ws, bool owned);
 
@@ -96,6 +98,16 @@ static inline float la_opts_scale(const la_opts * opts, int64_t K) {
     return opts->scale != 0.0f ? opts->scale : (float)(1.0 / sqrt((double)K));
 }
 int32_t la_nthreads(void);
+// Workspace slots (and threads) for a call with ntask independent tasks: no more than the tasks.
+static inline int32_t la_slots(int64_t ntask) {
+    const int32_t nt = la_nthreads();
+    return ntask < 1 ? 1 : ntask < nt ? (int32_t)ntask : nt;
+}
+
+// Log gates are clamped at this floor inside cumulative sums: exp() of anything below it is 0
+// in float32 already, and a gate of -inf (a hard reset) would otherwise give -inf - -inf = NaN
+// in the chunk forms' differences of cumulative gates.
+#define LA_GATE_FLOOR (-1.0e4)
 
 static inline float la_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static inline float la_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -13,7 +13,7 @@ static la_kernels g_avx2 = { la_gemm_avx2, "avx2" };
 static la_kernels g_avx512 = { la_gemm_avx512, "avx512" };
 
 static const la_kernels * g_active;
-static bool g_force_ref;
+static bool g_force_ref;  // read and written with __atomic builtins
 
 static bool cpu_has_avx512(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -36,7 +36,8 @@ static bool cpu_has_avx2(void) {
 
 static const la_kernels * select_kernels(void) {
     const char * env = getenv("LA_FORCE_REF");
-    if (g_force_ref || (env && env[0] && strcmp(env, "0") != 0)) return &g_ref;
+    if (__atomic_load_n(&g_force_ref, __ATOMIC_ACQUIRE) || (env && env[0] && strcmp(env, "0") != 0))
+        return &g_ref;
     const char * cap = getenv("LA_ISA");
     bool allow512 = !cap || strcmp(cap, "avx512") == 0;
     bool allow2 = !cap || strcmp(cap, "avx512") == 0 || strcmp(cap, "avx2") == 0;
@@ -56,7 +57,7 @@ const la_kernels * la_kern(void) {
 }
 
 void la_set_use_ref(bool use_ref) {
-    g_force_ref = use_ref;
+    __atomic_store_n(&g_force_ref, use_ref, __ATOMIC_RELEASE);
     __atomic_store_n(&g_active, select_kernels(), __ATOMIC_RELEASE);
 }
 

@@ -1,6 +1,7 @@
 // Status codes and their messages, op option defaults and shared argument checks.
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 const char * la_status_str(la_status s) {
@@ -62,10 +63,15 @@ la_status la_check_common(la_shape sh, const la_opts * opts, int64_t * n_out) {
 }
 
 la_status la_ws_acquire(const la_opts * opts, size_t need, void ** ws, bool * owned) {
+    // need is a public workspace size: what the op carves plus LA_ALIGN bytes of slack, so a
+    // caller's block of any alignment can be rounded up to the 64-byte boundary the ops carve
+    // from (some buffers hold doubles).
     *owned = false;
     if (opts->work) {
-        if (opts->work_size < need) return LA_STATUS_WORKSPACE;
-        *ws = opts->work;
+        const uintptr_t p = (uintptr_t)opts->work;
+        const size_t skip = (size_t)((LA_ALIGN - p % LA_ALIGN) % LA_ALIGN);
+        if (opts->work_size < need) return LA_STATUS_WORKSPACE;  // skip < LA_ALIGN fits in it
+        *ws = (char *)opts->work + skip;
         return LA_STATUS_OK;
     }
     if (need == 0) { *ws = NULL; return LA_STATUS_OK; }

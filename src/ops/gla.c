@@ -326,7 +326,7 @@ static void ck_gates(const dg_args * x, const ck_buf * B, int64_t t0, int64_t L,
         const float * g = x->gk + ((t0 + r) * H + h) * K;
         double * br = B->b + r * K;
         for (int64_t i = 0; i < K; i++) {
-            cum[i] += (double)g[i];
+            cum[i] += fmax((double)g[i], LA_GATE_FLOOR);
             br[i] = cum[i];
         }
         la_expf_vec(B->al + r * K, g, K);
@@ -664,11 +664,12 @@ static size_t dg_workspace(bool backward, bool rwkv, la_shape sh, const la_opts 
     if (la_check_common(sh, opts, &N) != LA_STATUS_OK) return 0;
     if (opts->form == LA_FORM_REF) {
         la_ref_dims d = { sh, N, opts->cu_seqlens, 0 };
-        return (size_t)(rwkv ? la_rwkv6_ref_ws_elems(d) : la_gla_ref_ws_elems(d)) * sizeof(float);
+        return (size_t)(rwkv ? la_rwkv6_ref_ws_elems(d) : la_gla_ref_ws_elems(d)) * sizeof(float) +
+               LA_ALIGN;
     }
-    size_t s = (size_t)la_nthreads() * per_thread_bytes(backward, rwkv, sh, opts);
+    size_t s = (size_t)la_slots(N * sh.H) * per_thread_bytes(backward, rwkv, sh, opts);
     if (rwkv && backward) s += la_align_up((size_t)(N * sh.H * sh.K) * 4);  // du partials
-    return s;
+    return s + LA_ALIGN;
 }
 
 size_t la_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts) {
@@ -719,9 +720,9 @@ static la_status dg_run(dg_args * x, bool backward) {
     const size_t per = per_thread_bytes(backward, x->rwkv, x->sh, x->opts);
     const int64_t ntask = N * x->sh.H;
     if (x->rwkv && backward)
-        x->du_part = (float *)((char *)ws + (size_t)la_nthreads() * per);
+        x->du_part = (float *)((char *)ws + (size_t)la_slots(ntask) * per);
     const la_form form = x->opts->form;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(la_slots(ntask))
     for (int64_t task = 0; task < ntask; task++) {
         int tid = 0;
 #ifdef _OPENMP

@@ -357,9 +357,9 @@ size_t la_hgrn_workspace_size(bool backward, int64_t B, int64_t T, int64_t D,
     if (hg_setup(&a, B, T, D, opts) != LA_STATUS_OK) return 0;
     if (opts->form == LA_FORM_REF) {
         la_ref_dims d = { a.sh, a.N, opts->cu_seqlens, 0 };
-        return (size_t)la_hgrn_ref_ws_elems(d) * sizeof(float);
+        return (size_t)la_hgrn_ref_ws_elems(d) * sizeof(float) + LA_ALIGN;
     }
-    return ws_layout(&a, NULL, backward);
+    return ws_layout(&a, NULL, backward) + LA_ALIGN;
 }
 
 static void chunk_table(hg_args * a) {

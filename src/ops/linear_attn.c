@@ -57,7 +57,7 @@ size_t la_linear_attn_workspace_size(bool backward, bool normalize, la_shape sh,
     if (la_check_common(sh, opts, &N) != LA_STATUS_OK) return 0;
     if (!normalize) return la_simple_gla_workspace_size(backward, sh, opts);
     la_ext e;
-    return ext_layout(&e, NULL, backward, sh, N, opts);
+    return ext_layout(&e, NULL, backward, sh, N, opts) + LA_ALIGN;
 }
 
 // dst (rows, V+1) <- [src (rows, V) or 0, col (rows) or `fill`].
@@ -87,7 +87,7 @@ static la_status ext_begin(la_ext * e, void ** ws, bool * owned, bool backward, 
     if (st != LA_STATUS_OK) return st;
     if (!v) return LA_STATUS_INVALID_ARG;
     la_ext tmp;
-    const size_t need = ext_layout(&tmp, NULL, backward, sh, *N, opts);
+    const size_t need = ext_layout(&tmp, NULL, backward, sh, *N, opts) + LA_ALIGN;
     st = la_ws_acquire(opts, need, ws, owned);
     if (st != LA_STATUS_OK) return st;
     ext_layout(e, *ws, backward, sh, *N, opts);

@@ -54,7 +54,7 @@ size_t la_mamba2_workspace_size(bool backward, la_shape sh, int64_t G, const la_
     int64_t N;
     if (la_check_common(sh, opts, &N) != LA_STATUS_OK) return 0;
     m2_buf m;
-    return m2_layout(&m, NULL, backward, sh, opts);
+    return m2_layout(&m, NULL, backward, sh, opts) + LA_ALIGN;
 }
 
 static inline float neg_exp(float a_log) { return -expf(a_log); }
@@ -99,7 +99,7 @@ la_status la_mamba2_forward(float * y, float * final_state,
     m2_buf m;
     void * ws;
     bool owned;
-    st = la_ws_acquire(opts, m2_layout(&m, NULL, false, sh, opts), &ws, &owned);
+    st = la_ws_acquire(opts, m2_layout(&m, NULL, false, sh, opts) + LA_ALIGN, &ws, &owned);
     if (st != LA_STATUS_OK) return st;
     m2_layout(&m, ws, false, sh, opts);
     m2_map(&m, x, dt, A_log, Bm, Cm, dt_bias, sh, G);
@@ -135,7 +135,7 @@ la_status la_mamba2_backward(float * dx, float * ddt, float * dA_log, float * dB
     m2_buf m;
     void * ws;
     bool owned;
-    st = la_ws_acquire(opts, m2_layout(&m, NULL, true, sh, opts), &ws, &owned);
+    st = la_ws_acquire(opts, m2_layout(&m, NULL, true, sh, opts) + LA_ALIGN, &ws, &owned);
     if (st != LA_STATUS_OK) return st;
     m2_layout(&m, ws, true, sh, opts);
     m2_map(&m, x, dt, A_log, Bm, Cm, dt_bias, sh, G);

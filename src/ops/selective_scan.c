@@ -549,11 +549,11 @@ size_t la_selective_scan_workspace_size(bool backward, int64_t B, int64_t T, int
     if (ss_setup(&a, B, T, Dm, Nst, opts, backward) != LA_STATUS_OK) return 0;
     if (opts->form == LA_FORM_REF) {
         la_ref_dims d = { a.sh, a.N, opts->cu_seqlens, 0 };
-        return (size_t)la_selective_scan_ref_ws_elems(d) * sizeof(float);
+        return (size_t)la_selective_scan_ref_ws_elems(d) * sizeof(float) + LA_ALIGN;
     }
     float * thr;
     size_t per;
-    return ss_layout(&a, NULL, backward, &thr, &per);
+    return ss_layout(&a, NULL, backward, &thr, &per) + LA_ALIGN;
 }
 
 static la_status ss_run(ss_args * a, bool backward) {

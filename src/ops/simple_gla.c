@@ -172,7 +172,7 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
 static void chunk_cumgate(const sg_args * a, int64_t t0, int64_t L, int64_t h, double * b) {
     double acc = 0;
     for (int64_t r = 0; r < L; r++) {
-        acc += (double)sg_gate(a, t0 + r, h);
+        acc += fmax((double)sg_gate(a, t0 + r, h), LA_GATE_FLOOR);
         b[r] = acc;
     }
 }
@@ -416,14 +416,15 @@ static size_t ref_ws_bytes(la_shape sh, const la_opts * opts, int64_t N) {
 size_t la_simple_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts) {
     int64_t N;
     if (la_check_common(sh, opts, &N) != LA_STATUS_OK) return 0;
-    if (opts->form == LA_FORM_REF) return ref_ws_bytes(sh, opts, N);
-    return (size_t)la_nthreads() * per_thread_elems(backward, sh, opts) * sizeof(float);
+    if (opts->form == LA_FORM_REF) return ref_ws_bytes(sh, opts, N) + LA_ALIGN;
+    return (size_t)la_slots(N * sh.H) * per_thread_elems(backward, sh, opts) * sizeof(float) +
+           LA_ALIGN;
 }
 
 static void run_tasks(const sg_args * a, int64_t N, bool backward, float * ws, size_t per) {
     const int64_t ntask = N * a->sh.H;
     const la_form form = a->opts->form;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(la_slots(ntask))
     for (int64_t task = 0; task < ntask; task++) {
         int tid = 0;
 #ifdef _OPENMP
@@ -507,7 +508,7 @@ void la_retention_gamma(float * g_gamma, int64_t H) {
 
 size_t la_retention_workspace_size(bool backward, la_shape sh, const la_opts * opts) {
     return la_align_up((size_t)sh.H * sizeof(float)) +
-           la_simple_gla_workspace_size(backward, sh, opts);
+           la_simple_gla_workspace_size(backward, sh, opts) + LA_ALIGN;
 }
 
 static la_status retention_run(bool backward, float * dq, float * dk, float * dv,
