@@ -388,6 +388,7 @@ static void run_pass(const hg_args * a, hg_pass pass, int64_t units, float * h, 
     // Below HG_PAR_MIN elements a pass costs less than waking the threads (and far less than a
     // barrier on a busy machine); the results are the same either way.
     const bool par = a->sh.B * a->sh.T * a->D >= HG_PAR_MIN;
+    (void)par;  // read by the pragma only
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t i = 0; i < ntask; i++) {
         const int64_t u = i / sp.nb, c0 = (i % sp.nb) * sp.cw, w = LA_MIN(sp.cw, a->D - c0);
