@@ -218,10 +218,12 @@ static void roundtrip_bf16_normalize(void) {
         u = (uint32_t)vb[i] << 16;
         memcpy(&vf[i], &u, 4);
     }
-    tin in[3] = { { "q", LA_DTYPE_BF16, 4, { B, T, H, K }, qb },
+    float z0[4] = { 0.5f, 1.0f, 2.0f, 0.25f };  // fla's z layout (N, 1, H, K)
+    tin in[4] = { { "q", LA_DTYPE_BF16, 4, { B, T, H, K }, qb },
                   { "k", LA_DTYPE_BF16, 4, { B, T, H, K }, kb },
-                  { "v", LA_DTYPE_BF16, 4, { B, T, H, V }, vb } };
-    write_st(path_of("in.safetensors"), in, 3);
+                  { "v", LA_DTYPE_BF16, 4, { B, T, H, V }, vb },
+                  { "initial_z", LA_DTYPE_F32, 4, { 1, 1, H, K }, z0 } };
+    write_st(path_of("in.safetensors"), in, 4);
     char args[1024];
     snprintf(args, sizeof args, "linear_attn --normalize --in %s --out %s",
              path_of("in.safetensors"), path_of("out.safetensors"));
@@ -232,7 +234,7 @@ static void roundtrip_bf16_normalize(void) {
     float o[27], fin[12], fz[4];
     la_opts opts = la_opts_default();
     la_shape sh = { B, T, H, K, V };
-    la_linear_attn_forward(o, fin, fz, qf, kf, vf, NULL, NULL, true, sh, &opts);
+    la_linear_attn_forward(o, fin, fz, qf, kf, vf, NULL, z0, true, sh, &opts);
     la_st_file * f;
     la_st_open(&f, path_of("out.safetensors"), NULL, 0);
     expect_equal(f, "runner linear_attn bf16 normalize", "o", o, 27);
@@ -456,6 +458,9 @@ static void bad_inputs(void) {
     FAIL_WITH("--scale 0", "simple_gla --in %s --scale 0", good);
     FAIL_WITH("--scale missing value", "simple_gla --in %s --scale", good);
     FAIL_WITH("flag given twice", "linear_attn --in %s --normalize --normalize", good);
+    FAIL_WITH("--form given twice", "simple_gla --in %s --form chunk --form ref", good);
+    FAIL_WITH("--threads given twice", "simple_gla --in %s --threads 1 --threads 2", good);
+    FAIL_WITH("no op name", "%s", "");
     FAIL_WITH("missing --in", "simple_gla");
     FAIL_WITH("missing input file", "simple_gla --in %s", path_of("does_not_exist.safetensors"));
     FAIL_WITH("input is a directory", "simple_gla --in %s", g_dir);

@@ -136,9 +136,13 @@ static bool check_forms(const bench_cfg * cfg) {
         if (!cfg->ops[op]) continue;
         op_inst * r = op_inst_new(op, sh, 1), * x = op_inst_new(op, sh, 1);
         if (!r || !x) cli_die("out of memory");
-        op_inst_backward(r, LA_FORM_REF, 0);
+        la_status st = op_inst_backward(r, LA_FORM_REF, 0);
+        if (st != LA_STATUS_OK) cli_die("bench: %s ref failed: %s", la_opset[op].name, la_status_str(st));
         for (int f = 0; f < 2; f++) {
-            op_inst_backward(x, (la_form)f, cfg->C);
+            st = op_inst_backward(x, (la_form)f, cfg->C);
+            if (st != LA_STATUS_OK)
+                cli_die("bench: %s %s failed: %s", la_opset[op].name, la_form_str((la_form)f),
+                        la_status_str(st));
             int64_t n1, n2;
             const float * a = op_inst_out(x, &n1), * b = op_inst_out(r, &n1);
             double d1 = max_rel_diff(a, b, n1);
@@ -192,7 +196,7 @@ static void bench_decode(const bench_cfg * cfg, FILE * csv) {
                        la_opset[op].note[0] ? la_opset[op].note : "-", (long long)Ns[b],
                        bytes / 2 / 1024, s * 1e6, (double)Ns[b] / s, gbs, 100.0 * gbs / bw);
                 if (csv)
-                    fprintf(csv, "%s,%s,decode,N=%lld,1,%d,%.4f,%.1f,%.3f,%.3f,%.2f\n",
+                    fprintf(csv, "%s,\"%s\",decode,N=%lld,1,%d,%.4f,%.1f,%.3f,%.3f,%.2f\n",
                             la_opset[op].name, la_opset[op].note, (long long)Ns[b], nt, s * 1e3,
                             (double)Ns[b] / s, gbs, bw, 100.0 * gbs / bw);
                 op_inst_free(x);
@@ -272,7 +276,7 @@ static void bench_selective_scan(const bench_cfg * cfg, FILE * csv) {
                        p ? "fwd+bwd" : "fwd", cfg->threads[ti], best * 1e3, (double)T / best,
                        t_scalar / best);
                 if (csv)
-                    fprintf(csv, "selective_scan,D=%lld N=%lld,%s,%s,%lld,%d,%.4f,%.1f,,,\n",
+                    fprintf(csv, "selective_scan,\"D=%lld N=%lld\",%s,%s,%lld,%d,%.4f,%.1f,,,\n",
                             (long long)D, (long long)N, la_form_str((la_form)f),
                             p ? "fwd+bwd" : "fwd", (long long)T, cfg->threads[ti], best * 1e3,
                             (double)T / best);
@@ -345,6 +349,9 @@ int cmd_bench(int argc, char ** argv) {
                 if (found < 0) cli_die("--ops: unknown op '%s'", t);
                 cfg.ops[found] = true;
             }
+            bool any = false;
+            for (int o = 0; o < la_opset_count; o++) any |= cfg.ops[o];
+            if (!any) cli_die("--ops: empty list");
             i++;
         } else if (!strcmp(a, "--forms")) {
             if (!val) cli_die("--forms needs a list");
@@ -357,6 +364,7 @@ int cmd_bench(int argc, char ** argv) {
                 else if (!strcmp(t, "ref")) cfg.forms[LA_FORM_REF] = true;
                 else cli_die("--forms: unknown form '%s'", t);
             }
+            if (!cfg.forms[0] && !cfg.forms[1] && !cfg.forms[2]) cli_die("--forms: empty list");
             i++;
         } else if (!strcmp(a, "--T")) {
             cfg.nT = parse_list("--T", val, cfg.T, 1, 1 << 24);
@@ -431,10 +439,14 @@ int cmd_bench(int argc, char ** argv) {
     if (!check_forms(&cfg)) return 1;
     printf("check: every timed form agrees with the reference form (rel diff < 1e-4)\n");
 
+    // The CSV goes to FILE.tmp and is renamed over FILE when the run completes, so an earlier
+    // result survives an interrupted or failed run.
     FILE * csv = NULL;
+    char csv_tmp[4096];
     if (cfg.csv) {
-        csv = fopen(cfg.csv, "w");
-        if (!csv) cli_die("cannot write %s", cfg.csv);
+        snprintf(csv_tmp, sizeof csv_tmp, "%s.tmp", cfg.csv);
+        csv = fopen(csv_tmp, "w");
+        if (!csv) cli_die("cannot write %s", csv_tmp);
         fprintf(csv, "op,variant,form,pass,T,threads,ms,tokens_per_s,gflops,sgemm_gflops,pct_sgemm\n");
     }
     for (int ti = 0; ti < cfg.nthreads && cfg.nT > 0; ti++) {
@@ -467,7 +479,7 @@ int cmd_bench(int argc, char ** argv) {
                                s * 1e3, (double)sh.T / s, gf, 100.0 * gf / sg);
                         fflush(stdout);
                         if (csv)
-                            fprintf(csv, "%s,%s,%s,%s,%lld,%d,%.4f,%.1f,%.3f,%.3f,%.2f\n",
+                            fprintf(csv, "%s,\"%s\",%s,%s,%lld,%d,%.4f,%.1f,%.3f,%.3f,%.2f\n",
                                     la_opset[op].name, la_opset[op].note, la_form_str(form),
                                     p ? "fwd+bwd" : "fwd", (long long)sh.T, nt, s * 1e3,
                                     (double)sh.T / s, gf, sg, 100.0 * gf / sg);
@@ -486,7 +498,17 @@ int cmd_bench(int argc, char ** argv) {
     }
     if (cfg.decode) bench_decode(&cfg, csv);
     if (cfg.scan) bench_selective_scan(&cfg, csv);
-    if (csv) fclose(csv);
+    if (csv) {
+        const bool bad = ferror(csv) != 0;
+        if (fclose(csv) != 0 || bad) {
+            remove(csv_tmp);
+            cli_die("writing %s failed", csv_tmp);
+        }
+        if (rename(csv_tmp, cfg.csv) != 0) {
+            remove(csv_tmp);
+            cli_die("cannot rename %s to %s", csv_tmp, cfg.csv);
+        }
+    }
     la_set_num_threads(0);
     return 0;
 }

@@ -131,6 +131,12 @@ static float * load_f32(run_ctx * c, const char * name, bool required, const cha
     return x;
 }
 
+// Axes of a z tensor (linear_attn --normalize): fla's (N, 1, H, K) or the plain (N, H, K).
+static const char * z_axes(run_ctx * c, const char * name) {
+    const la_st_tensor * t = la_st_find(c->in, name);
+    return t && t->ndim == 3 ? "NHK" : "N1HK";
+}
+
 // cu_seqlens: 1-D integer [N+1], 0 = cu[0] <= ... <= cu[N] = T, and B = 1. Binds N.
 static void load_cu_seqlens(run_ctx * c) {
     const la_st_tensor * t = la_st_find(c->in, "cu_seqlens");
@@ -243,16 +249,18 @@ static void run_sg_family(run_ctx * c, sg_kind kind) {
     load_cu_seqlens(c);
     const bool norm = kind == SG_LINEAR_ATTN && (c->given & OPF_NORMALIZE);
     const float * s0 = load_f32(c, "initial_state", false, "NHKV");
-    const float * z0 = norm ? load_f32(c, "initial_z", false, "NHK") : NULL;
+    // z: fla's (N, 1, H, K), or (N, H, K); outputs use fla's shape.
+    const float * z0 = norm ? load_f32(c, "initial_z", false, z_axes(c, "initial_z")) : NULL;
     const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
     const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NHKV") : NULL;
-    const float * dfz = c->backward && norm ? load_f32(c, "dfinal_z", false, "NHK") : NULL;
+    const float * dfz =
+        c->backward && norm ? load_f32(c, "dfinal_z", false, z_axes(c, "dfinal_z")) : NULL;
     check_all_used(c);
     la_shape sh = shape_of(c);
 
     float * o = out_f32(c, "o", "BTHV");
     float * fin = out_f32(c, "final_state", "NHKV");
-    float * fz = norm ? out_f32(c, "final_z", "NHK") : NULL;
+    float * fz = norm ? out_f32(c, "final_z", "N1HK") : NULL;
     la_status st;
     if (kind == SG_SIMPLE_GLA)
         st = la_simple_gla_forward(o, fin, q, k, v, g, gg, s0, sh, &c->opts);
@@ -268,7 +276,7 @@ static void run_sg_family(run_ctx * c, sg_kind kind) {
     float * dv = out_f32(c, "dv", "BTHV");
     float * dg = grad_for(c, g, "dg", "BTH");
     float * ds0 = grad_for(c, s0, "dinitial_state", "NHKV");
-    float * dz0 = grad_for(c, z0, "dinitial_z", "NHK");
+    float * dz0 = grad_for(c, z0, "dinitial_z", z_axes(c, "initial_z"));
     if (kind == SG_SIMPLE_GLA)
         st = la_simple_gla_backward(dq, dk, dv, dg, ds0, dout, dfin, q, k, v, g, gg, s0, sh,
                                     &c->opts);
@@ -461,7 +469,8 @@ typedef struct op_desc {
 
 static const op_desc g_ops[] = {
     { "linear_attn", OPF_SCALE | OPF_CHUNK | OPF_NORMALIZE, op_linear_attn,
-      "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]; with --normalize initial_z [N,H,K]" },
+      "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]; with --normalize initial_z "
+      "[N,1,H,K] (or [N,H,K])" },
     { "simple_gla", OPF_SCALE | OPF_CHUNK, op_simple_gla,
       "q, k [B,T,H,K]; v [B,T,H,V]; g [B,T,H] or g_gamma [H]; initial_state [N,H,K,V]" },
     { "retention", OPF_SCALE | OPF_CHUNK, op_retention,
@@ -501,14 +510,14 @@ int cmd_op(int argc, char ** argv) {
         return 0;
     }
     if (argc < 2 || argv[1][0] == '-') {
-        op_usage(stderr);
-        cli_die("op: missing op NAME");
+        cli_die("op: missing op NAME (try 'linattn op --help')");
     }
     run_ctx * c = calloc(1, sizeof *c);
     if (!c) cli_die("out of memory");
     c->op = argv[1];
     c->opts = la_opts_default();
     for (int i = 0; i < 128; i++) c->dim[i] = -1;
+    c->dim['1'] = 1;  // a literal axis of size 1
     const op_desc * op = NULL;
     for (size_t i = 0; i < N_OPS; i++)
         if (!strcmp(g_ops[i].name, c->op)) op = &g_ops[i];
@@ -518,11 +527,16 @@ int cmd_op(int argc, char ** argv) {
         fprintf(stderr, ")\n");
         exit(LA_EXIT_USAGE);
     }
-    bool form_given = false;
     for (int i = 2; i < argc; i++) {
         const char * a = argv[i];
         // A following "--flag" is never taken as a value (negative numbers have one dash).
         const char * val = i + 1 < argc && strncmp(argv[i + 1], "--", 2) ? argv[i + 1] : NULL;
+        static const char * once[] = { "--in", "--out", "--form", "--backward", "--threads" };
+        for (size_t j = 0; j < sizeof once / sizeof once[0]; j++)
+            if (!strcmp(a, once[j])) {
+                for (int i2 = 2; i2 < i; i2++)
+                    if (!strcmp(argv[i2], a)) cli_die("%s given twice", a);
+            }
         if (!strcmp(a, "--in")) {
             if (!val) cli_die("--in needs a file");
             c->in_path = val;
@@ -537,7 +551,6 @@ int cmd_op(int argc, char ** argv) {
             else if (!strcmp(val, "recurrent")) c->opts.form = LA_FORM_RECURRENT;
             else if (!strcmp(val, "chunk")) c->opts.form = LA_FORM_CHUNK;
             else cli_die("--form: '%s' is not one of ref, recurrent, chunk", val);
-            form_given = true;
             i++;
         } else if (!strcmp(a, "--backward")) {
             c->backward = true;
@@ -559,7 +572,6 @@ int cmd_op(int argc, char ** argv) {
             }
         }
     }
-    (void)form_given;
     if (!c->in_path) cli_die("op %s: --in IN.safetensors is required", c->op);
     if (!c->out_path) cli_die("op %s: --out OUT.safetensors is required", c->op);
     for (size_t j = 0; j < N_FLAGS; j++) {

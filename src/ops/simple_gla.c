@@ -6,7 +6,7 @@
 // (plain linear attention). retention, linear_attn and mamba2 are built on these kernels.
 //
 // Forms
-//   ref        plain recurrence in src/ops/simple_gla_ref.c (single-threaded oracle).
+//   ref        plain recurrence in src/ops/diag_ref.c (single-threaded oracle).
 //   recurrent  token loop, one pass over the K x V state per token (ALGORITHMS.md 2.5);
 //              backward: a forward pass gives S_t and dq_t = s S_t do_t, a reverse pass carries
 //              the adjoint G = dL/dS_t and gives dk_t = G v_t, dv_t = G^T k_t.
