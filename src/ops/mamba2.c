@@ -64,6 +64,8 @@ static void m2_map(m2_buf * m, const float * x, const float * dt, const float * 
                    const float * Bm, const float * Cm, const float * dt_bias, la_shape sh,
                    int64_t G) {
     const int64_t H = sh.H, P = sh.V, Nst = sh.K, hpg = H / G, ntok = sh.B * sh.T;
+    // Tokens are independent: split them over the threads (each writes its own rows).
+#pragma omp parallel for schedule(static) num_threads(la_slots(ntok / 64 + 1))
     for (int64_t t = 0; t < ntok; t++) {
         for (int64_t h = 0; h < H; h++) {
             const int64_t th = t * H + h, grp = h / hpg;
@@ -147,40 +149,48 @@ la_status la_mamba2_backward(float * dx, float * ddt, float * dA_log, float * dB
                                 m.k, m.v, m.g, NULL, initial_state, sh, &io);
     if (st == LA_STATUS_OK) {
         const int64_t H = sh.H, P = sh.V, Nst = sh.K, hpg = H / G, ntok = sh.B * sh.T;
-        memset(dBm, 0, (size_t)(ntok * G * Nst) * sizeof(float));
-        memset(dCm, 0, (size_t)(ntok * G * Nst) * sizeof(float));
-        // Parameter gradients are sums over tokens: accumulate in double, in token order.
-        for (int64_t h = 0; h < H; h++) {
-            const float A = neg_exp(A_log[h]);
-            double sA = 0, sD = 0, sb = 0;
-            for (int64_t t = 0; t < ntok; t++) {
-                const int64_t th = t * H + h;
+        // Per token: dx and the raw dt gradient, and dB, dC summed over the group's heads (each
+        // token writes its own rows, so tokens split over threads).
+#pragma omp parallel for schedule(static) num_threads(la_slots(ntok / 64 + 1))
+        for (int64_t t = 0; t < ntok; t++) {
+            memset(dBm + t * G * Nst, 0, (size_t)(G * Nst) * sizeof(float));
+            memset(dCm + t * G * Nst, 0, (size_t)(G * Nst) * sizeof(float));
+            for (int64_t h = 0; h < H; h++) {
+                const int64_t th = t * H + h, grp = h / hpg;
+                const float A = neg_exp(A_log[h]);
                 const float * xr = x + th * P, * dvr = m.dv + th * P, * dyr = dy + th * P;
                 float * dxr = dx + th * P;
                 double dd = (double)m.dg[th] * (double)A;
                 for (int64_t p = 0; p < P; p++) {
                     dxr[p] = dvr[p] * m.dtp[th] + (D ? D[h] * dyr[p] : 0.0f);
                     dd += (double)dvr[p] * (double)xr[p];
-                    if (D) sD += (double)dyr[p] * (double)xr[p];
                 }
                 const float z = dt[th] + (dt_bias ? dt_bias[h] : 0.0f);
-                const double draw = dd * (z > 20.0f ? 1.0 : (double)la_sigmoid(z));
-                ddt[th] = (float)draw;
-                sb += draw;
-                sA += (double)m.dg[th] * (double)m.dtp[th];
-            }
-            dA_log[h] = (float)(sA * (double)A);
-            if (dD) dD[h] = (float)sD;
-            if (ddt_bias) ddt_bias[h] = (float)sb;
-        }
-        for (int64_t t = 0; t < ntok; t++)
-            for (int64_t h = 0; h < H; h++) {
-                const int64_t th = t * H + h, grp = h / hpg;
+                ddt[th] = (float)(dd * (z > 20.0f ? 1.0 : (double)la_sigmoid(z)));
                 for (int64_t i = 0; i < Nst; i++) {
                     dBm[(t * G + grp) * Nst + i] += m.dk[th * Nst + i];
                     dCm[(t * G + grp) * Nst + i] += m.dq[th * Nst + i];
                 }
             }
+        }
+        // Per head: sums over tokens, in token order (double), heads split over threads.
+#pragma omp parallel for schedule(static) num_threads(la_slots(H))
+        for (int64_t h = 0; h < H; h++) {
+            const float A = neg_exp(A_log[h]);
+            double sA = 0, sD = 0, sb = 0;
+            for (int64_t t = 0; t < ntok; t++) {
+                const int64_t th = t * H + h;
+                sA += (double)m.dg[th] * (double)m.dtp[th];
+                sb += (double)ddt[th];
+                if (D) {
+                    const float * xr = x + th * P, * dyr = dy + th * P;
+                    for (int64_t p = 0; p < P; p++) sD += (double)dyr[p] * (double)xr[p];
+                }
+            }
+            dA_log[h] = (float)(sA * (double)A);
+            if (dD) dD[h] = (float)sD;
+            if (ddt_bias) ddt_bias[h] = (float)sb;
+        }
     }
     la_ws_release(ws, owned);
     return st;
