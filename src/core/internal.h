@@ -104,6 +104,19 @@ static inline int32_t la_slots(int64_t ntask) {
     return ntask < 1 ? 1 : ntask < nt ? (int32_t)ntask : nt;
 }
 
+// sum_j x[j] y[j] in 16 independent float lanes: the fixed lane order keeps results
+// reproducible and lets the compiler vectorise without reassociating (no -ffast-math).
+static inline float la_dot_lanes(const float * restrict x, const float * restrict y, int64_t n) {
+    float acc[16] = { 0 };
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) acc[l] += x[j + l] * y[j + l];
+    for (int l = 0; j + l < n; l++) acc[l] += x[j + l] * y[j + l];
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
 // Log gates are clamped at this floor inside cumulative sums: exp() of anything below it is 0
 // in float32 already, and a gate of -inf (a hard reset) would otherwise give -inf - -inf = NaN
 // in the chunk forms' differences of cumulative gates.

@@ -54,17 +54,6 @@ typedef struct dg_args {
     int64_t       C, maxlen;
 } dg_args;
 
-static inline float dot_lanes(const float * restrict x, const float * restrict y, int64_t n) {
-    float acc[16] = { 0 };
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++) acc[l] += x[j + l] * y[j + l];
-    for (int l = 0; j + l < n; l++) acc[l] += x[j + l] * y[j + l];
-    float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += acc[l];
-    return s;
-}
-
 // Per-token decays exp(g) of one (token, head), or ones without a gate.
 static inline void token_decay(float * restrict a, const float * g, int64_t t, int64_t h,
                                int64_t H, int64_t n) {
@@ -150,11 +139,11 @@ static void rec_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
             float * restrict Si = S + i * V;
             const float ai = a[i], ki = kt[i];
             if (x->rwkv) {
-                dqt[i] = s * dot_lanes(Si, dot, V);
+                dqt[i] = s * la_dot_lanes(Si, dot, V);
                 for (int64_t j = 0; j < V; j++) Si[j] = ai * Si[j] + ki * vt[j];
             } else {
                 for (int64_t j = 0; j < V; j++) Si[j] = ai * Si[j] * c[j] + ki * vt[j];
-                dqt[i] = s * dot_lanes(Si, dot, V);
+                dqt[i] = s * la_dot_lanes(Si, dot, V);
                 if (og) {
                     const float qi = s * qt[i];
                     for (int64_t j = 0; j < V; j++) og[j] += qi * Si[j];
@@ -197,7 +186,7 @@ static void rec_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
         for (int64_t i = 0; i < K; i++) {
             float * restrict Gi = G + i * V;
             const float ki = kt[i];
-            dkt[i] = dot_lanes(Gi, vt, V);
+            dkt[i] = la_dot_lanes(Gi, vt, V);
             for (int64_t j = 0; j < V; j++) dvt[j] += Gi[j] * ki;
         }
         if (x->gk) {
@@ -215,7 +204,7 @@ static void rec_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
         }
         if (x->rwkv) {  // bonus: s (q . (u o k)) v
             const float * restrict u = x->u + h * K;
-            const float dd = dot_lanes(dot, vt, V);
+            const float dd = la_dot_lanes(dot, vt, V);
             float qu = 0.0f;
             for (int64_t i = 0; i < K; i++) {
                 qu += qt[i] * u[i] * kt[i];
@@ -406,7 +395,7 @@ static void ck_diag_fwd(const dg_args * x, const ck_buf * B, int64_t L, int64_t 
                 for (int64_t i = 0; i < K; i++) d += qc[i] * u[i] * kc[i];
                 B->A[cc * C + cc] = x->scale * d;
             } else {
-                B->A[cc * C + cc] = x->scale * dot_lanes(Qc + cc * ldk, w, K);
+                B->A[cc * C + cc] = x->scale * la_dot_lanes(Qc + cc * ldk, w, K);
             }
             for (int64_t r = cc + 1; r < r1; r++) {
                 const int64_t m = r - shift;
@@ -414,7 +403,7 @@ static void ck_diag_fwd(const dg_args * x, const ck_buf * B, int64_t L, int64_t 
                     const float * am = B->al + m * K;
                     for (int64_t i = 0; i < K; i++) w[i] *= am[i];
                 }
-                B->A[r * C + cc] = x->scale * dot_lanes(Qc + r * ldk, w, K);
+                B->A[r * C + cc] = x->scale * la_dot_lanes(Qc + r * ldk, w, K);
             }
         }
     }

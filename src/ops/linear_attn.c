@@ -1,53 +1,42 @@
 // linear_attn (OPS.md 2.1): S_t = S_{t-1} + k_t v_t^T ; o_t = s S_t^T q_t, optionally normalised
 // by the running key sum z_t = z_{t-1} + k_t:  o_t <- o_t / (s q_t . z_t + 1e-10).
 //
-// Without normalize this is simple_gla with no gate. With normalize, the key sum is one more
-// value column: appending a column of ones to v makes column V of the state equal to z and
-// column V of the output equal to s q_t . z_t, so every form (ref, recurrent, chunk, and their
-// backward passes) comes from simple_gla on [v, 1] (V+1 columns) followed by the division:
-//   o_t = n_t / d_t,  n_t = o_ext[t, :V],  d_t = o_ext[t, V] + 1e-10
-//   backward: do_ext[t, :V] = do_t / d_t ;  do_ext[t, V] = -(do_t . n_t) / d_t^2
-// The state pair (S, z) is S_ext = [S, z] with z (N, H, K) as its last column.
+// The numerator n_t = s S_t^T q_t is simple_gla with no gate, in any form. The normaliser is an
+// O(T K) pass per (sequence, head) (ALGORITHMS.md 2.3):
+//   forward    z_t = z_0 + sum_{c <= t} k_c ;  d_t = s q_t . z_t + 1e-10 ;  o_t = n_t / d_t
+//   backward   dn_t = do_t / d_t ;  dd_t = -(do_t . n_t) / d_t^2
+//              dq_t += dd_t s z_t ;  dz_t = dd_t s q_t
+//              dk_c += sum_{t >= c} dz_t + dz_T  (suffix sum) ;  dz_0 = sum_t dz_t + dz_T
+// with dz_T = dfinal_z; the numerator's gradients come from simple_gla's backward run on dn.
+// z is (N, H, K) here (fla: (N, 1, H, K), the same memory).
 //
 // Dimensions: B, T, H, K, V, N as in OPS.md.
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define LA_NORM_EPS 1e-10f
 
-typedef struct la_ext {
-    float * v;      // (B,T,H,V+1) [v, 1]
-    float * o;      // (B,T,H,V+1) simple_gla output on [v, 1]
-    float * dout;   // (B,T,H,V+1) backward only
-    float * dv;     // (B,T,H,V+1) backward only
-    float * s0;     // (N,H,K,V+1) [S_0, z_0]
-    float * s1;     // (N,H,K,V+1) final state, or its gradient in backward
-    float * ds0;    // (N,H,K,V+1) backward only
-    void *  inner;  // simple_gla scratch
+// Backward scratch: the recomputed numerator n (B,T,H,V), dn (B,T,H,V), the denominators d
+// (B,T,H), then simple_gla's scratch.
+typedef struct la_norm_buf {
+    float * n, * dn, * d;
+    void *  inner;
     size_t  inner_size;
-} la_ext;
+} la_norm_buf;
 
-static size_t ext_layout(la_ext * e, void * base, bool backward, la_shape sh, int64_t N,
-                         const la_opts * opts) {
-    la_shape se = sh;
-    se.V = sh.V + 1;
-    const size_t tok = (size_t)(sh.B * sh.T * sh.H * se.V) * 4;
-    const size_t st = (size_t)(N * sh.H * sh.K * se.V) * 4;
+static size_t norm_layout(la_norm_buf * b, void * base, la_shape sh, const la_opts * opts) {
+    const size_t ntok = (size_t)(sh.B * sh.T * sh.H);
     la_opts io = *opts;
     io.work = NULL;
     la_carver cv = { base, 0 };
-    e->v = la_carve(&cv, tok);
-    e->o = la_carve(&cv, tok);
-    e->dout = backward ? la_carve(&cv, tok) : NULL;
-    e->dv = backward ? la_carve(&cv, tok) : NULL;
-    e->s0 = la_carve(&cv, st);
-    e->s1 = la_carve(&cv, st);
-    e->ds0 = backward ? la_carve(&cv, st) : NULL;
-    e->inner_size = la_simple_gla_workspace_size(backward, se, &io);
-    // The backward also runs the forward to recover n_t and d_t.
-    if (backward) e->inner_size = LA_MAX(e->inner_size, la_simple_gla_workspace_size(false, se, &io));
-    e->inner = la_carve(&cv, e->inner_size);
+    b->n = la_carve(&cv, ntok * (size_t)sh.V * 4);
+    b->dn = la_carve(&cv, ntok * (size_t)sh.V * 4);
+    b->d = la_carve(&cv, ntok * 4);
+    b->inner_size = LA_MAX(la_simple_gla_workspace_size(true, sh, &io),
+                           la_simple_gla_workspace_size(false, sh, &io));
+    b->inner = la_carve(&cv, b->inner_size);
     return cv.used;
 }
 
@@ -55,81 +44,106 @@ size_t la_linear_attn_workspace_size(bool backward, bool normalize, la_shape sh,
                                      const la_opts * opts) {
     int64_t N;
     if (la_check_common(sh, opts, &N) != LA_STATUS_OK) return 0;
-    if (!normalize) return la_simple_gla_workspace_size(backward, sh, opts);
-    la_ext e;
-    return ext_layout(&e, NULL, backward, sh, N, opts) + LA_ALIGN;
+    if (!normalize || !backward) return la_simple_gla_workspace_size(backward, sh, opts);
+    la_norm_buf b;
+    return norm_layout(&b, NULL, sh, opts) + LA_ALIGN;
 }
 
-// dst (rows, V+1) <- [src (rows, V) or 0, col (rows) or `fill`].
-static void pack_ext(float * dst, const float * src, const float * col, float fill,
-                     int64_t rows, int64_t V) {
-    for (int64_t r = 0; r < rows; r++) {
-        float * d = dst + r * (V + 1);
-        if (src) memcpy(d, src + r * V, (size_t)V * sizeof(float));
-        else memset(d, 0, (size_t)V * sizeof(float));
-        d[V] = col ? col[r] : fill;
+// Forward normaliser of one (sequence, head): divides n (in o) by d_t, stores d_t when asked,
+// writes z_T. z runs in double (a sum of up to T keys); the dot q_t . z_t uses its float copy zf
+// in vector lanes. z, zf: K scratch each.
+LA_CLONES
+static void norm_fwd_task(float * o, float * d_out, float * final_z, const float * q,
+                          const float * k, const float * init_z, int64_t n, int64_t h,
+                          la_shape sh, const la_opts * opts, float scale, double * restrict z,
+                          float * restrict zf) {
+    const int64_t H = sh.H, K = sh.K, V = sh.V;
+    int64_t bos, eos;
+    la_seq_bounds(opts, sh, n, &bos, &eos);
+    for (int64_t i = 0; i < K; i++) z[i] = init_z ? (double)init_z[(n * H + h) * K + i] : 0.0;
+    for (int64_t t = bos; t < eos; t++) {
+        const float * restrict qt = q + (t * H + h) * K, * restrict kt = k + (t * H + h) * K;
+        for (int64_t i = 0; i < K; i++) {
+            z[i] += (double)kt[i];
+            zf[i] = (float)z[i];
+        }
+        const float d = scale * la_dot_lanes(qt, zf, K) + LA_NORM_EPS;
+        float * restrict ot = o + (t * H + h) * V;
+        const float inv = 1.0f / d;
+        for (int64_t j = 0; j < V; j++) ot[j] *= inv;
+        if (d_out) d_out[t * H + h] = d;
     }
+    if (final_z)
+        for (int64_t i = 0; i < K; i++) final_z[(n * H + h) * K + i] = (float)z[i];
 }
 
-// Splits src (rows, V+1) into dst (rows, V) and col (rows), each optional.
-static void unpack_ext(float * dst, float * col, const float * src, int64_t rows, int64_t V) {
-    for (int64_t r = 0; r < rows; r++) {
-        if (dst) memcpy(dst + r * V, src + r * (V + 1), (size_t)V * sizeof(float));
-        if (col) col[r] = src[r * (V + 1) + V];
+// Backward normaliser of one (sequence, head), after simple_gla's backward on dn: adds the
+// denominator's share to dq and dk and writes dz_0. d holds d_t on entry (overwritten).
+// z, acc: K doubles of scratch each.
+LA_CLONES
+static void norm_bwd_task(float * dq, float * dk, float * dinit_z, float * d, const float * n_,
+                          const float * dout, const float * q, const float * k,
+                          const float * init_z, const float * dfinal_z, int64_t n, int64_t h,
+                          la_shape sh, const la_opts * opts, float scale, double * restrict z,
+                          double * restrict acc) {
+    const int64_t H = sh.H, K = sh.K, V = sh.V;
+    int64_t bos, eos;
+    la_seq_bounds(opts, sh, n, &bos, &eos);
+    for (int64_t i = 0; i < K; i++) {
+        z[i] = init_z ? (double)init_z[(n * H + h) * K + i] : 0.0;
+        acc[i] = dfinal_z ? (double)dfinal_z[(n * H + h) * K + i] : 0.0;
     }
-}
-
-// Shared set-up: validates, acquires the workspace and builds [v, 1] and [S_0, z_0].
-static la_status ext_begin(la_ext * e, void ** ws, bool * owned, bool backward, la_shape sh,
-                           const la_opts * opts, const float * v, const float * init,
-                           const float * init_z, int64_t * N) {
-    la_status st = la_check_common(sh, opts, N);
-    if (st != LA_STATUS_OK) return st;
-    if (!v) return LA_STATUS_INVALID_ARG;
-    la_ext tmp;
-    const size_t need = ext_layout(&tmp, NULL, backward, sh, *N, opts) + LA_ALIGN;
-    st = la_ws_acquire(opts, need, ws, owned);
-    if (st != LA_STATUS_OK) return st;
-    ext_layout(e, *ws, backward, sh, *N, opts);
-    const int64_t ntok = sh.B * sh.T * sh.H, nst = *N * sh.H;
-    pack_ext(e->v, v, NULL, 1.0f, ntok, sh.V);
-    // S_0 rows are (n, h, i): column V of row (n, h, i) is z_0[n, h, i].
-    pack_ext(e->s0, init, init_z, 0.0f, nst * sh.K, sh.V);
-    return LA_STATUS_OK;
+    for (int64_t t = bos; t < eos; t++) {  // z_t forward: dq_t += dd_t s z_t
+        const int64_t r = t * H + h;
+        const float * restrict kt = k + r * K;
+        float * restrict dqt = dq + r * K;
+        const double dn = (double)la_dot_lanes(dout + r * V, n_ + r * V, V);
+        const double dds = -dn / ((double)d[r] * (double)d[r]) * (double)scale;
+        d[r] = (float)dds;  // dd_t s, for the reverse pass
+        for (int64_t i = 0; i < K; i++) {
+            z[i] += (double)kt[i];
+            dqt[i] += (float)(dds * z[i]);
+        }
+    }
+    for (int64_t t = eos - 1; t >= bos; t--) {  // dk_c += suffix sum of dz_t = dd_t s q_t
+        const int64_t r = t * H + h;
+        const float * restrict qt = q + r * K;
+        float * restrict dkt = dk + r * K;
+        const double dds = (double)d[r];
+        for (int64_t i = 0; i < K; i++) {
+            acc[i] += dds * (double)qt[i];
+            dkt[i] += (float)acc[i];
+        }
+    }
+    if (dinit_z)
+        for (int64_t i = 0; i < K; i++) dinit_z[(n * H + h) * K + i] = (float)acc[i];
 }
 
 la_status la_linear_attn_forward(float * o, float * final_state, float * final_z,
                                  const float * q, const float * k, const float * v,
                                  const float * initial_state, const float * initial_z,
                                  bool normalize, la_shape sh, const la_opts * opts) {
-    if (!normalize) {
-        if (initial_z || final_z) return LA_STATUS_INVALID_ARG;
-        return la_simple_gla_forward(o, final_state, q, k, v, NULL, NULL, initial_state, sh, opts);
-    }
-    if (!o) return LA_STATUS_INVALID_ARG;
-    la_ext e;
-    void * ws;
-    bool owned;
+    if (!normalize && (initial_z || final_z)) return LA_STATUS_INVALID_ARG;
+    la_status st = la_simple_gla_forward(o, final_state, q, k, v, NULL, NULL, initial_state, sh,
+                                         opts);
+    if (st != LA_STATUS_OK || !normalize) return st;
     int64_t N;
-    la_status st = ext_begin(&e, &ws, &owned, false, sh, opts, v, initial_state, initial_z, &N);
-    if (st != LA_STATUS_OK) return st;
-    la_shape se = sh;
-    se.V = sh.V + 1;
-    la_opts io = *opts;
-    io.work = e.inner;
-    io.work_size = e.inner_size;
-    st = la_simple_gla_forward(e.o, e.s1, q, k, e.v, NULL, NULL, e.s0, se, &io);
-    if (st == LA_STATUS_OK) {
-        const int64_t ntok = sh.B * sh.T * sh.H, V = sh.V;
-        for (int64_t r = 0; r < ntok; r++) {
-            const float * n = e.o + r * (V + 1);
-            const float d = n[V] + LA_NORM_EPS;
-            for (int64_t j = 0; j < V; j++) o[r * V + j] = n[j] / d;
-        }
-        unpack_ext(final_state, final_z, e.s1, N * sh.H * sh.K, V);
+    la_check_common(sh, opts, &N);
+    const float scale = la_opts_scale(opts, sh.K);
+    const int64_t ntask = N * sh.H;
+    bool fail = false;
+#pragma omp parallel num_threads(la_slots(ntask)) reduction(|| : fail)
+    {
+        double * z = malloc((size_t)sh.K * (sizeof(double) + sizeof(float)));
+        fail = z == NULL;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < ntask; task++)
+            if (z)
+                norm_fwd_task(o, NULL, final_z, q, k, initial_z, task / sh.H, task % sh.H, sh,
+                              opts, scale, z, (float *)(z + sh.K));
+        free(z);
     }
-    la_ws_release(ws, owned);
-    return st;
+    return fail ? LA_STATUS_NOMEM : st;
 }
 
 la_status la_linear_attn_backward(float * dq, float * dk, float * dv,
@@ -144,41 +158,63 @@ la_status la_linear_attn_backward(float * dq, float * dk, float * dv,
         return la_simple_gla_backward(dq, dk, dv, NULL, dinitial_state, dout, dfinal_state, q, k,
                                       v, NULL, NULL, initial_state, sh, opts);
     }
-    if (!dout || !dv) return LA_STATUS_INVALID_ARG;
-    la_ext e;
+    int64_t N;
+    la_status st = la_check_common(sh, opts, &N);
+    if (st != LA_STATUS_OK) return st;
+    if (!dout || !q || !k || !dq || !dk) return LA_STATUS_INVALID_ARG;
+    la_norm_buf b;
     void * ws;
     bool owned;
-    int64_t N;
-    la_status st = ext_begin(&e, &ws, &owned, true, sh, opts, v, initial_state, initial_z, &N);
+    st = la_ws_acquire(opts, norm_layout(&b, NULL, sh, opts) + LA_ALIGN, &ws, &owned);
     if (st != LA_STATUS_OK) return st;
-    la_shape se = sh;
-    se.V = sh.V + 1;
+    norm_layout(&b, ws, sh, opts);
     la_opts io = *opts;
-    io.work = e.inner;
-    io.work_size = e.inner_size;
-    st = la_simple_gla_forward(e.o, NULL, q, k, e.v, NULL, NULL, e.s0, se, &io);
+    io.work = b.inner;
+    io.work_size = b.inner_size;
+    // Numerator and denominators again, then dn = do / d.
+    st = la_simple_gla_forward(b.n, NULL, q, k, v, NULL, NULL, initial_state, sh, &io);
+    if (st != LA_STATUS_OK) {
+        la_ws_release(ws, owned);
+        return st;
+    }
+    const float scale = la_opts_scale(opts, sh.K);
+    const int64_t H = sh.H, K = sh.K, V = sh.V, ntask = N * H;
+    const int64_t ntok = sh.B * sh.T * H;
+    // The numerator stays in b.n: the division is redone into b.dn to get the denominators.
+    memcpy(b.dn, b.n, (size_t)(ntok * V) * sizeof(float));
+    bool fail = false;
+#pragma omp parallel num_threads(la_slots(ntask)) reduction(|| : fail)
+    {
+        double * z = malloc((size_t)K * (sizeof(double) + sizeof(float)));
+        fail = z == NULL;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < ntask; task++)
+            if (z) norm_fwd_task(b.dn, b.d, NULL, q, k, initial_z, task / H, task % H, sh, opts,
+                                 scale, z, (float *)(z + K));
+        free(z);
+    }
+#pragma omp parallel for schedule(static) num_threads(la_slots(ntok / 256 + 1))
+    for (int64_t r = 0; r < ntok; r++) {
+        const float d = b.d[r];
+        for (int64_t j = 0; j < V; j++) b.dn[r * V + j] = dout[r * V + j] / d;
+    }
+    st = la_simple_gla_backward(dq, dk, dv, NULL, dinitial_state, b.dn, dfinal_state, q, k, v,
+                                NULL, NULL, initial_state, sh, &io);
     if (st == LA_STATUS_OK) {
-        const int64_t ntok = sh.B * sh.T * sh.H, V = sh.V;
-        for (int64_t r = 0; r < ntok; r++) {
-            const float * n = e.o + r * (V + 1);
-            const float * dor = dout + r * V;
-            float * de = e.dout + r * (V + 1);
-            const float d = n[V] + LA_NORM_EPS;
-            double dn = 0;
-            for (int64_t j = 0; j < V; j++) {
-                de[j] = dor[j] / d;
-                dn += (double)dor[j] * (double)n[j];
-            }
-            de[V] = (float)(-dn / ((double)d * (double)d));
+        // The normaliser's share (see the file header).
+#pragma omp parallel num_threads(la_slots(ntask)) reduction(|| : fail)
+        {
+            double * z = malloc((size_t)(2 * K) * sizeof(double));
+            fail = fail || z == NULL;
+#pragma omp for schedule(static)
+            for (int64_t task = 0; task < ntask; task++)
+                if (z)
+                    norm_bwd_task(dq, dk, dinitial_z, b.d, b.n, dout, q, k, initial_z, dfinal_z,
+                                  task / H, task % H, sh, opts, scale, z, z + K);
+            free(z);
         }
-        pack_ext(e.s1, dfinal_state, dfinal_z, 0.0f, N * sh.H * sh.K, V);
-        st = la_simple_gla_backward(dq, dk, e.dv, NULL, e.ds0, e.dout, e.s1, q, k, e.v, NULL,
-                                    NULL, e.s0, se, &io);
     }
-    if (st == LA_STATUS_OK) {
-        unpack_ext(dv, NULL, e.dv, sh.B * sh.T * sh.H, sh.V);
-        unpack_ext(dinitial_state, dinitial_z, e.ds0, N * sh.H * sh.K, sh.V);
-    }
+    if (st == LA_STATUS_OK && fail) st = LA_STATUS_NOMEM;
     la_ws_release(ws, owned);
     return st;
 }

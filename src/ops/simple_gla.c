@@ -67,19 +67,6 @@ static double dot_f64(const float * x, const float * y, int64_t n) {
     return s;
 }
 
-// sum_j x[j] y[j] in 16 independent float lanes: the fixed lane order keeps results
-// reproducible and lets the compiler vectorise without reassociating (no -ffast-math).
-static inline float dot_lanes(const float * restrict x, const float * restrict y, int64_t n) {
-    float acc[16] = { 0 };
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++) acc[l] += x[j + l] * y[j + l];
-    for (int l = 0; j + l < n; l++) acc[l] += x[j + l] * y[j + l];
-    float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += acc[l];
-    return s;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Recurrent form
 
@@ -128,7 +115,7 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
             float * restrict Si = S + i * V;
             const float ki = kt[i];
             for (int64_t j = 0; j < V; j++) Si[j] = decay * Si[j] + ki * vt[j];
-            dqt[i] = a->scale * dot_lanes(Si, dot, V);
+            dqt[i] = a->scale * la_dot_lanes(Si, dot, V);
         }
     }
     // Reverse: G = dL/dS_t. G += s q_t do_t^T; dk_t = G v_t; dv_t = G^T k_t; G *= exp(g_t).
@@ -152,7 +139,7 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
                 dvt[j] += gij * ki;
                 Gi[j] = gij;
             }
-            dkt[i] = dot_lanes(Gi, vt, V);
+            dkt[i] = la_dot_lanes(Gi, vt, V);
             for (int64_t j = 0; j < V; j++) Gi[j] *= decay;
         }
         if (a->g) {
