@@ -85,10 +85,11 @@ LA_API const char * la_status_str(la_status s);
 LA_API void    la_set_num_threads(int32_t n);
 LA_API int32_t la_get_num_threads(void);
 
-// Force the portable reference kernels (also: environment LA_FORCE_REF=1).
+// Force the portable reference matrix kernels (also: environment LA_FORCE_REF=1). The token
+// loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen by the loader.
 LA_API void la_set_use_ref(bool use_ref);
 
-// The instruction set the kernels dispatch to: "avx512", "avx2" or "portable".
+// The instruction set the matrix kernels dispatch to: "avx512", "avx2" or "portable".
 LA_API const char * la_cpu_isa(void);
 
 // sgemm through CBLAS (OpenBLAS loaded at run time when present, linattn's own kernel
