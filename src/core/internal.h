@@ -98,6 +98,12 @@ static inline float la_opts_scale(const la_opts * opts, int64_t K) {
     return opts->scale != 0.0f ? opts->scale : (float)(1.0 / sqrt((double)K));
 }
 int32_t la_nthreads(void);
+
+// Runs fn(ctx, task, scratch) for task in [0, ntask) on la_slots(ntask) threads, statically
+// split; the thread with index i gets scratch = ws + i * per bytes. Each task must write only
+// its own outputs, so results do not depend on the thread count.
+typedef void (*la_task_fn)(const void * ctx, int64_t task, void * scratch);
+void la_run_tasks(int64_t ntask, void * ws, size_t per, la_task_fn fn, const void * ctx);
 // Workspace slots (and threads) for a call with ntask independent tasks: no more than the tasks.
 static inline int32_t la_slots(int64_t ntask) {
     const int32_t nt = la_nthreads();

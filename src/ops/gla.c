@@ -52,6 +52,7 @@ typedef struct dg_args {
     const la_opts * opts;
     float         scale;
     int64_t       C, maxlen;
+    bool          backward;             // direction of the call
 } dg_args;
 
 // Per-token decays exp(g) of one (token, head), or ones without a gate.
@@ -669,6 +670,20 @@ size_t la_rwkv6_workspace_size(bool backward, la_shape sh, const la_opts * opts)
     return dg_workspace(backward, true, sh, opts);
 }
 
+// One (sequence, head) task of la_run_tasks in the form and direction of the call.
+static void dg_task(const void * ctx, int64_t task, void * scratch) {
+    const dg_args * x = ctx;
+    float * w = scratch;
+    const int64_t n = task / x->sh.H, h = task % x->sh.H;
+    if (x->opts->form == LA_FORM_RECURRENT) {
+        if (x->backward) rec_bwd_task(x, n, h, w);
+        else rec_fwd_task(x, n, h, w);
+    } else {
+        if (x->backward) ck_bwd_task(x, n, h, w);
+        else ck_fwd_task(x, n, h, w);
+    }
+}
+
 static la_status dg_run(dg_args * x, bool backward) {
     int64_t N;
     la_status st = la_check_common(x->sh, x->opts, &N);
@@ -710,23 +725,8 @@ static la_status dg_run(dg_args * x, bool backward) {
     const int64_t ntask = N * x->sh.H;
     if (x->rwkv && backward)
         x->du_part = (float *)((char *)ws + (size_t)la_slots(ntask) * per);
-    const la_form form = x->opts->form;
-#pragma omp parallel for schedule(static) num_threads(la_slots(ntask))
-    for (int64_t task = 0; task < ntask; task++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float * w = (float *)((char *)ws + (size_t)tid * per);
-        const int64_t n = task / x->sh.H, h = task % x->sh.H;
-        if (form == LA_FORM_RECURRENT) {
-            if (backward) rec_bwd_task(x, n, h, w);
-            else rec_fwd_task(x, n, h, w);
-        } else {
-            if (backward) ck_bwd_task(x, n, h, w);
-            else ck_fwd_task(x, n, h, w);
-        }
-    }
+    x->backward = backward;
+    la_run_tasks(ntask, ws, per, dg_task, x);
     if (x->rwkv && backward) {  // du = sum over sequences, in order
         const int64_t H = x->sh.H, K = x->sh.K;
         for (int64_t e = 0; e < H * K; e++) {

@@ -53,6 +53,8 @@ typedef struct sg_args {
     float         scale;
     int64_t       C;
     int64_t       maxlen;               // longest sequence (sizes the boundary-state buffer)
+    bool          backward;             // direction of the call
+    size_t        per;                  // floats of scratch per thread
 } sg_args;
 
 static inline float sg_gate(const sg_args * a, int64_t t, int64_t h) {
@@ -408,24 +410,17 @@ size_t la_simple_gla_workspace_size(bool backward, la_shape sh, const la_opts * 
            LA_ALIGN;
 }
 
-static void run_tasks(const sg_args * a, int64_t N, bool backward, float * ws, size_t per) {
-    const int64_t ntask = N * a->sh.H;
-    const la_form form = a->opts->form;
-#pragma omp parallel for schedule(static) num_threads(la_slots(ntask))
-    for (int64_t task = 0; task < ntask; task++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float * w = ws + (size_t)tid * per;
-        const int64_t n = task / a->sh.H, h = task % a->sh.H;
-        if (form == LA_FORM_RECURRENT) {
-            if (backward) rec_bwd_task(a, n, h, w, w + per / 2);
-            else rec_fwd_task(a, n, h, w);
-        } else {
-            if (backward) chunk_bwd_task(a, n, h, w);
-            else chunk_fwd_task(a, n, h, w);
-        }
+// One (sequence, head) task of la_run_tasks in the form and direction of the call.
+static void sg_task(const void * ctx, int64_t task, void * scratch) {
+    const sg_args * a = ctx;
+    float * w = scratch;
+    const int64_t n = task / a->sh.H, h = task % a->sh.H;
+    if (a->opts->form == LA_FORM_RECURRENT) {
+        if (a->backward) rec_bwd_task(a, n, h, w, w + a->per / 2);
+        else rec_fwd_task(a, n, h, w);
+    } else {
+        if (a->backward) chunk_bwd_task(a, n, h, w);
+        else chunk_fwd_task(a, n, h, w);
     }
 }
 
@@ -456,7 +451,9 @@ static la_status sg_run(sg_args * a, bool backward) {
             la_simple_gla_fwd_ref(a->o, a->final, a->q, a->k, a->v, a->g, a->g_gamma, a->init, d,
                                   ws);
     } else {
-        run_tasks(a, N, backward, ws, per_thread_elems(backward, a->sh, a->opts));
+        a->backward = backward;
+        a->per = per_thread_elems(backward, a->sh, a->opts);
+        la_run_tasks(N * a->sh.H, ws, a->per * sizeof(float), sg_task, a);
     }
     la_ws_release(ws, owned);
     return LA_STATUS_OK;
