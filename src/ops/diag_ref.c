@@ -26,7 +26,6 @@
 #include <math.h>
 #include <string.h>
 
-#define LA_REF_SEG 64
 #define LA_MIN_REF(a, b) ((a) < (b) ? (a) : (b))
 
 // A gate value at (token t, head h, channel i) is p[t*st_tok + h*st_head + i*st_ch].
@@ -50,27 +49,12 @@ typedef struct rargs {
     la_real *       dq, * dk, * dv, * du, * dinit;
 } rargs;
 
-static int64_t max_len(la_ref_dims d) {
-    if (!d.cu) return d.sh.T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d.N; n++) {
-        int64_t l = d.cu[n + 1] - d.cu[n];
-        if (l > m) m = l;
-    }
-    return m;
-}
-
 static int64_t ws_elems(la_ref_dims d) {
     const int64_t KV = d.sh.K * d.sh.V;
-    const int64_t nseg = (max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
+    const int64_t nseg = (la_ref_max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
     // checkpoints (nseg + 1) states, one segment of LA_REF_SEG + 1 states, the adjoint G,
     // and the per-token decays a (K) and c (V).
     return (nseg + 1) * KV + (LA_REF_SEG + 1) * KV + KV + d.sh.K + d.sh.V;
-}
-
-static void bounds(la_ref_dims d, int64_t n, int64_t * bos, int64_t * eos) {
-    *bos = d.cu ? d.cu[n] : n * d.sh.T;
-    *eos = d.cu ? d.cu[n + 1] : (n + 1) * d.sh.T;
 }
 
 static void decays(const rargs * a, int64_t t, int64_t h, la_real * dk_, la_real * dv_) {
@@ -108,7 +92,7 @@ static void fwd(const rargs * a, la_real * ws) {
     la_real * S = ws, * ad = ws + KV, * cd = ad + K;  // (K,V), (K), (V)
     for (int64_t n = 0; n < a->d.N; n++) {
         int64_t bos, eos;
-        bounds(a->d, n, &bos, &eos);
+        la_ref_bounds(a->d, n, &bos, &eos);
         for (int64_t h = 0; h < H; h++) {
             if (a->init) memcpy(S, a->init + (n * H + h) * KV, (size_t)KV * sizeof(la_real));
             else memset(S, 0, (size_t)KV * sizeof(la_real));
@@ -134,7 +118,7 @@ static void zero_grad(rgate * g, int64_t ntok, int64_t H, int64_t nch) {
 
 static void bwd(rargs * a, la_real * ws) {
     const int64_t H = a->d.sh.H, K = a->d.sh.K, V = a->d.sh.V, KV = K * V;
-    const int64_t nseg_max = (max_len(a->d) + LA_REF_SEG - 1) / LA_REF_SEG;
+    const int64_t nseg_max = (la_ref_max_len(a->d) + LA_REF_SEG - 1) / LA_REF_SEG;
     const la_real s = (la_real)a->d.scale;
     la_real * ckpt = ws;                          // (nseg + 1, K, V) states at segment starts
     la_real * seg = ckpt + (nseg_max + 1) * KV;   // (LA_REF_SEG + 1, K, V) replayed states
@@ -146,7 +130,7 @@ static void bwd(rargs * a, la_real * ws) {
     if (a->du) memset(a->du, 0, (size_t)(H * K) * sizeof(la_real));
     for (int64_t n = 0; n < a->d.N; n++) {
         int64_t bos, eos;
-        bounds(a->d, n, &bos, &eos);
+        la_ref_bounds(a->d, n, &bos, &eos);
         const int64_t len = eos - bos, nseg = (len + LA_REF_SEG - 1) / LA_REF_SEG;
         for (int64_t h = 0; h < H; h++) {
             // Forward replay, keeping the state at the start of every segment.

@@ -15,26 +15,10 @@
 #include <math.h>
 #include <string.h>
 
-#define LA_REF_SEG 64
-
-static int64_t max_len(la_ref_dims d) {
-    if (!d.cu) return d.sh.T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d.N; n++) {
-        int64_t l = d.cu[n + 1] - d.cu[n];
-        if (l > m) m = l;
-    }
-    return m;
-}
-
-static void bounds(la_ref_dims d, int64_t n, int64_t * bos, int64_t * eos) {
-    *bos = d.cu ? d.cu[n] : n * d.sh.T;
-    *eos = d.cu ? d.cu[n + 1] : (n + 1) * d.sh.T;
-}
 
 int64_t LA_REF(la_hgrn_ref_ws_elems)(la_ref_dims d) {
     const int64_t D = d.sh.H;
-    const int64_t nseg = (max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
+    const int64_t nseg = (la_ref_max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
     // checkpoints (nseg + 1) states, one segment of LA_REF_SEG + 1 states, the adjoint dh.
     return (nseg + 1) * D + (LA_REF_SEG + 1) * D + D;
 }
@@ -56,7 +40,7 @@ void LA_REF(la_hgrn_fwd_ref)(la_real * o, la_real * final_state, const la_real *
     la_real * h = ws;  // (D)
     for (int64_t n = 0; n < d.N; n++) {
         int64_t bos, eos;
-        bounds(d, n, &bos, &eos);
+        la_ref_bounds(d, n, &bos, &eos);
         load(h, initial_state, n, D);
         for (int64_t t = bos; t < eos; t++) {
             step(h, x + t * D, g + t * D, D);
@@ -71,13 +55,13 @@ void LA_REF(la_hgrn_bwd_ref)(la_real * dx, la_real * dg, la_real * dinitial_stat
                              const la_real * x, const la_real * g,
                              const la_real * initial_state, la_ref_dims d, la_real * ws) {
     const int64_t D = d.sh.H;
-    const int64_t nseg_max = (max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
+    const int64_t nseg_max = (la_ref_max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
     la_real * ckpt = ws;                         // (nseg + 1, D) states at segment starts
     la_real * seg = ckpt + (nseg_max + 1) * D;   // (LA_REF_SEG + 1, D) replayed states
     la_real * dh = seg + (LA_REF_SEG + 1) * D;   // (D) adjoint dL/dh_t
     for (int64_t n = 0; n < d.N; n++) {
         int64_t bos, eos;
-        bounds(d, n, &bos, &eos);
+        la_ref_bounds(d, n, &bos, &eos);
         const int64_t nseg = (eos - bos + LA_REF_SEG - 1) / LA_REF_SEG;
         load(ckpt, initial_state, n, D);
         for (int64_t s = 0; s < nseg; s++) {

@@ -28,6 +28,26 @@ typedef struct la_ref_dims {
     double          scale;
 } la_ref_dims;
 
+// Backward passes replay the forward from a checkpoint every LA_REF_SEG tokens.
+#define LA_REF_SEG 64
+
+// Longest sequence of a call (T, or the longest cu_seqlens segment).
+static inline int64_t la_ref_max_len(la_ref_dims d) {
+    if (!d.cu) return d.sh.T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < d.N; n++) {
+        const int64_t l = d.cu[n + 1] - d.cu[n];
+        if (l > m) m = l;
+    }
+    return m;
+}
+
+// Tokens [bos, eos) of sequence n on the flat B*T axis.
+static inline void la_ref_bounds(la_ref_dims d, int64_t n, int64_t * bos, int64_t * eos) {
+    *bos = d.cu ? d.cu[n] : n * d.sh.T;
+    *eos = d.cu ? d.cu[n + 1] : (n + 1) * d.sh.T;
+}
+
 // simple_gla (OPS.md 2.2). g (B,T,H) or g_gamma (H) or neither. Shapes as in linattn.h.
 #define LA_REF_DECLARE_SIMPLE_GLA(R, SFX)                                                      \
     int64_t la_simple_gla_ref_ws_elems##SFX(la_ref_dims d);                                    \

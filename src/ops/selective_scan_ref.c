@@ -30,26 +30,10 @@
 #define la_rlog1p log1pf
 #endif
 
-#define LA_REF_SEG 64
-
-static int64_t max_len(la_ref_dims d) {
-    if (!d.cu) return d.sh.T;
-    int64_t m = 0;
-    for (int64_t n = 0; n < d.N; n++) {
-        int64_t l = d.cu[n + 1] - d.cu[n];
-        if (l > m) m = l;
-    }
-    return m;
-}
-
-static void bounds(la_ref_dims d, int64_t n, int64_t * bos, int64_t * eos) {
-    *bos = d.cu ? d.cu[n] : n * d.sh.T;
-    *eos = d.cu ? d.cu[n + 1] : (n + 1) * d.sh.T;
-}
 
 int64_t LA_REF(la_selective_scan_ref_ws_elems)(la_ref_dims d) {
     const int64_t S = d.sh.H * d.sh.K;
-    const int64_t nseg = (max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
+    const int64_t nseg = (la_ref_max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
     // checkpoints (nseg + 1) states, one segment of LA_REF_SEG + 1 states, the adjoint G.
     return (nseg + 1) * S + (LA_REF_SEG + 1) * S + S;
 }
@@ -96,7 +80,7 @@ void LA_REF(la_selective_scan_fwd_ref)(la_real * y, la_real * final_state, const
     la_real * h = ws;  // (Dm, Nst)
     for (int64_t n = 0; n < d.N; n++) {
         int64_t bos, eos;
-        bounds(d, n, &bos, &eos);
+        la_ref_bounds(d, n, &bos, &eos);
         load(h, initial_state, n, S);
         for (int64_t t = bos; t < eos; t++)
             step(h, y + t * Dm, u + t * Dm, delta, A, Bm + t * Nst, Cm + t * Nst, D, delta_bias,
@@ -116,7 +100,7 @@ void LA_REF(la_selective_scan_bwd_ref)(la_real * du, la_real * ddelta, la_real *
                                        const la_real * initial_state, la_ref_dims d,
                                        la_real * ws) {
     const int64_t Dm = d.sh.H, Nst = d.sh.K, S = Dm * Nst;
-    const int64_t nseg_max = (max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
+    const int64_t nseg_max = (la_ref_max_len(d) + LA_REF_SEG - 1) / LA_REF_SEG;
     la_real * ckpt = ws;                         // (nseg + 1, Dm, Nst) states at segment starts
     la_real * seg = ckpt + (nseg_max + 1) * S;   // (LA_REF_SEG + 1, Dm, Nst) replayed states
     la_real * G = seg + (LA_REF_SEG + 1) * S;    // (Dm, Nst) adjoint dL/dh_t
@@ -125,7 +109,7 @@ void LA_REF(la_selective_scan_bwd_ref)(la_real * du, la_real * ddelta, la_real *
     if (ddelta_bias) memset(ddelta_bias, 0, (size_t)Dm * sizeof(la_real));
     for (int64_t n = 0; n < d.N; n++) {
         int64_t bos, eos;
-        bounds(d, n, &bos, &eos);
+        la_ref_bounds(d, n, &bos, &eos);
         const int64_t nseg = (eos - bos + LA_REF_SEG - 1) / LA_REF_SEG;
         load(ckpt, initial_state, n, S);
         for (int64_t s = 0; s < nseg; s++) {
