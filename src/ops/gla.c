@@ -316,7 +316,8 @@ static void ck_gates(const dg_args * x, const ck_buf * B, int64_t t0, int64_t L,
         const float * g = x->gk + ((t0 + r) * H + h) * K;
         double * br = B->b + r * K;
         for (int64_t i = 0; i < K; i++) {
-            cum[i] += fmax((double)g[i], LA_GATE_FLOOR);
+            const double gi = (double)g[i];
+            cum[i] += gi < LA_GATE_FLOOR ? LA_GATE_FLOOR : gi;
             br[i] = cum[i];
         }
         la_expf_vec(B->al + r * K, g, K);

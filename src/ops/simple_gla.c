@@ -161,7 +161,8 @@ static void rec_bwd_task(const sg_args * a, int64_t n, int64_t h, float * restri
 static void chunk_cumgate(const sg_args * a, int64_t t0, int64_t L, int64_t h, double * b) {
     double acc = 0;
     for (int64_t r = 0; r < L; r++) {
-        acc += fmax((double)sg_gate(a, t0 + r, h), LA_GATE_FLOOR);
+        const double g = (double)sg_gate(a, t0 + r, h);
+        acc += g < LA_GATE_FLOOR ? LA_GATE_FLOOR : g;
         b[r] = acc;
     }
 }
