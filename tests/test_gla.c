@@ -107,37 +107,6 @@ typedef struct tdata {
     float *  q, * k, * v, * gk, * gv, * s0, * dout, * dfs;
 } tdata;
 
-static double maxabs_d(const double * x, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
-static bool close_to(const char * name, const float * got, const double * ref, int64_t n,
-                     double tol) {
-    return la_check_close_d(name, got, ref, n, tol * (maxabs_d(ref, n) + 1e-30), tol);
-}
-
-// float64 against float64, without rounding to float32.
-static bool close_dd(const char * name, const double * got, const double * ref, int64_t n,
-                     double tol) {
-    const double m = maxabs_d(ref, n);
-    double md = 0;
-    int64_t bad = 0, imax = -1;
-    for (int64_t i = 0; i < n; i++) {
-        const double d = fabs(got[i] - ref[i]);
-        if (!(d <= tol * (m + fabs(ref[i])))) {
-            if (bad < 5)
-                fprintf(stderr, "  %s[%lld]: got %.17g ref %.17g\n", name, (long long)i, got[i],
-                        ref[i]);
-            bad++;
-        }
-        if (!(d <= md)) { md = d; imax = i; }
-    }
-    return la_check(bad == 0, "%-52s n=%-7lld maxdiff=%.3g at %lld (max|ref| %.3g, tol %.0e)",
-                    name, (long long)n, md, (long long)imax, m, tol);
-}
-
 static void fill_gate(la_rng * r, float * x, const tdata * d, int64_t D, gate_kind kind,
                       double lo, double hi) {
     const int64_t n = d->sh.B * d->sh.T * d->sh.H * D;
@@ -146,22 +115,8 @@ static void fill_gate(la_rng * r, float * x, const tdata * d, int64_t D, gate_ki
     case G_LOGSIG: la_fill_logsigmoid(r, x, n); break;
     case G_UNI: la_fill_uniform(r, x, n, lo, hi); break;
     case G_ZERO: memset(x, 0, (size_t)n * 4); break;
-    case G_MIX1000:
-        for (int64_t e = 0; e < n; e++) {
-            const int64_t c = e % D, t = (e / D / d->sh.H) % d->sh.T;
-            const double u = la_rng_uniform(r), z = la_rng_normal(r);
-            if (c % 3 == 0) x[e] = -16.0f;
-            else if (c % 3 == 1) x[e] = (float)(-1e-6 * u);
-            else x[e] = (t >= 10 && t < 80) ? -16.0f : (float)(-log1p(exp(-z)));
-        }
-        break;
-    case G_TAIL:
-        for (int64_t e = 0; e < n; e++) {
-            const int64_t t = (e / D / d->sh.H) % d->sh.T;
-            const double u = la_rng_uniform(r);
-            x[e] = t % 64 < 40 ? -16.0f : (float)(-0.05 * u);
-        }
-        break;
+    case G_MIX1000: la_fill_gate_mix1000(r, x, n, D, d->sh.H, d->sh.T); break;
+    case G_TAIL: la_fill_gate_tail(r, x, n, D, d->sh.H, d->sh.T); break;
     }
 }
 
@@ -171,9 +126,7 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->N = c->B;
     if (c->nseq > 0) {
         d->N = c->nseq;
-        d->cu[0] = 0;
-        for (int i = 0; i < c->nseq; i++) d->cu[i + 1] = d->cu[i] + c->lens[i];
-        d->sh.T = d->cu[c->nseq];
+        d->sh.T = la_cu_from_lens(d->cu, c->lens, c->nseq);
         d->varlen = true;
     }
     const int64_t ntok = d->sh.B * d->sh.T * d->sh.H;
@@ -182,15 +135,11 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->ns = d->N * c->H * c->K * c->V;
     d->fscale = c->scale;
     d->scale = c->scale != 0.0f ? (double)c->scale : 1.0 / sqrt((double)c->K);
-    d->q = la_test_alloc(d->nq * 4);
-    d->k = la_test_alloc(d->nq * 4);
-    d->v = la_test_alloc(d->nv * 4);
-    d->dout = la_test_alloc(d->nv * 4);
-    la_fill_normal(r, d->q, d->nq, 1.0);
-    la_fill_normal(r, d->k, d->nq, 1.0);
+    d->q = la_new_normal(r, d->nq, 1.0);
+    d->k = la_new_normal(r, d->nq, 1.0);
     la_l2norm_rows(d->k, ntok, c->K);
-    la_fill_normal(r, d->v, d->nv, 1.0);
-    la_fill_normal(r, d->dout, d->nv, 1.0);
+    d->v = la_new_normal(r, d->nv, 1.0);
+    d->dout = la_new_normal(r, d->nv, 1.0);
     if (c->gk != G_NONE) {
         d->gk = la_test_alloc(d->nq * 4);
         fill_gate(r, d->gk, d, c->K, c->gk, c->glo, c->ghi);
@@ -199,14 +148,8 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
         d->gv = la_test_alloc(d->nv * 4);
         fill_gate(r, d->gv, d, c->V, c->gv, c->glo, c->ghi);
     }
-    if (c->init) {
-        d->s0 = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->s0, d->ns, 0.5);
-    }
-    if (c->dfin) {
-        d->dfs = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->dfs, d->ns, 1.0);
-    }
+    if (c->init) d->s0 = la_new_normal(r, d->ns, 0.5);
+    if (c->dfin) d->dfs = la_new_normal(r, d->ns, 1.0);
 }
 
 static void free_data(tdata * d) {
@@ -215,15 +158,7 @@ static void free_data(tdata * d) {
 }
 
 static la_opts opts_for(const tdata * d, la_form form, int32_t C) {
-    la_opts o = la_opts_default();
-    o.form = form;
-    o.chunk_size = C;
-    o.scale = d->fscale;
-    if (d->varlen) {
-        o.cu_seqlens = d->cu;
-        o.n_seqs = d->N;
-    }
-    return o;
+    return la_test_opts(form, C, d->fscale, d->varlen ? d->cu : NULL, d->N);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,8 +176,7 @@ typedef struct oout {
 } oout;
 
 static void seq_range(const tdata * d, int64_t n, int64_t * t0, int64_t * t1) {
-    if (d->varlen) { *t0 = d->cu[n]; *t1 = d->cu[n + 1]; }
-    else { *t0 = n * d->sh.T; *t1 = (n + 1) * d->sh.T; }
+    la_seq_range(d->varlen ? d->cu : NULL, d->sh.T, n, t0, t1);
 }
 
 static int64_t max_len(const tdata * d) {
@@ -336,11 +270,11 @@ static din to_f64(const tdata * d) {
     x.q = la_to_f64(d->q, d->nq);
     x.k = la_to_f64(d->k, d->nq);
     x.v = la_to_f64(d->v, d->nv);
-    x.gk = d->gk ? la_to_f64(d->gk, d->nq) : NULL;
-    x.gv = d->gv ? la_to_f64(d->gv, d->nv) : NULL;
-    x.s0 = d->s0 ? la_to_f64(d->s0, d->ns) : NULL;
+    x.gk = la_to_f64(d->gk, d->nq);
+    x.gv = la_to_f64(d->gv, d->nv);
+    x.s0 = la_to_f64(d->s0, d->ns);
     x.dout = la_to_f64(d->dout, d->nv);
-    x.dfs = d->dfs ? la_to_f64(d->dfs, d->ns) : NULL;
+    x.dfs = la_to_f64(d->dfs, d->ns);
     return x;
 }
 
@@ -397,7 +331,7 @@ static void compare_dd(const tdata * d, const refset * got, const refset * ref, 
     do {                                                                   \
         if (got->field && ref->field) {                                    \
             snprintf(n2, sizeof n2, "%s %s", nm, #field);                  \
-            close_dd(n2, got->field, ref->field, n, tol);                  \
+            la_check_rel_dd(n2, got->field, ref->field, n, tol);                  \
         }                                                                  \
     } while (0)
     if (fwd) {
@@ -471,7 +405,7 @@ static void compare(const tdata * d, const fres * f, const refset * r, const cha
     do {                                                                   \
         if (f->field && r->field) {                                        \
             snprintf(n2, sizeof n2, "%s %s", nm, #field);                  \
-            close_to(n2, f->field, r->field, n, tol);                      \
+            la_check_rel(n2, f->field, r->field, n, tol);                      \
         }                                                                  \
     } while (0)
     CMP(o, d->nv, tol_fwd);
@@ -560,14 +494,16 @@ static void run_case(const tcase * c, uint64_t seed) {
 // Central finite differences of the oracle: L = sum(o * do) + sum(final_state * dfinal_state).
 // dinitial_state is differentiated at the given initial state, or at zero (passed explicitly).
 
-static double loss(const tdata * d, const oin * in, refset * scr) {
+typedef struct fdctx { const tdata * d; const oin * in; refset * scr; } fdctx;
+
+static double loss(void * ctx) {
+    const fdctx * fc = ctx;
+    const tdata * d = fc->d;
+    const oin * in = fc->in;
+    refset * scr = fc->scr;
     oout out = { scr->o, scr->fs, NULL, NULL, NULL, NULL, NULL, NULL };
     oracle(d, in, &out);
-    double L = 0;
-    for (int64_t i = 0; i < d->nv; i++) L += scr->o[i] * in->dout[i];
-    if (in->dfs)
-        for (int64_t i = 0; i < d->ns; i++) L += scr->fs[i] * in->dfs[i];
-    return L;
+    return la_loss_dot(la_loss_dot(0, scr->o, in->dout, d->nv), scr->fs, in->dfs, d->ns);
 }
 
 static void fd_case(const tcase * c, uint64_t seed) {
@@ -591,18 +527,8 @@ static void fd_case(const tcase * c, uint64_t seed) {
     double * params[6] = { x.q, x.k, x.v, x.gk, x.gv, x.s0 };
     double * grads[6] = { fd.dq, fd.dk, fd.dv, fd.dgk, fd.dgv, fd.ds0 };
     const int64_t np[6] = { d.nq, d.nq, d.nv, d.nq, d.nv, d.ns };
-    for (int p = 0; p < 6; p++) {
-        if (!params[p]) continue;
-        for (int64_t i = 0; i < np[p]; i++) {
-            const double x0 = params[p][i];
-            params[p][i] = x0 + FD_STEP;
-            const double lp = loss(&d, &in, &scr);
-            params[p][i] = x0 - FD_STEP;
-            const double lm = loss(&d, &in, &scr);
-            params[p][i] = x0;
-            grads[p][i] = (lp - lm) / (2 * FD_STEP);
-        }
-    }
+    fdctx fc = { &d, &in, &scr };
+    la_fd_grads(6, params, np, grads, FD_STEP, loss, &fc);
     char nm[160];
     snprintf(nm, sizeof nm, "%s oracle vs FD", c->name);
     compare_dd(&d, &ana, &fd, nm, TOL_FD, false);
@@ -653,13 +579,13 @@ static void split_case(la_form form, int32_t C, int64_t T, int64_t t, bool with_
     double * o1d = la_to_f64(o1, d.nv), * f1d = la_to_f64(f1, d.ns);
     char n2[160];
     snprintf(n2, sizeof n2, "%s o == one call", nm);
-    close_to(n2, os, o1d, d.nv, TOL_FWD);
+    la_check_rel(n2, os, o1d, d.nv, TOL_FWD);
     snprintf(n2, sizeof n2, "%s final_state == one call", nm);
-    close_to(n2, fs, f1d, d.ns, TOL_FWD);
+    la_check_rel(n2, fs, f1d, d.ns, TOL_FWD);
     snprintf(n2, sizeof n2, "%s o vs oracle", nm);
-    close_to(n2, os, ref.o, d.nv, TOL_FWD);
+    la_check_rel(n2, os, ref.o, d.nv, TOL_FWD);
     snprintf(n2, sizeof n2, "%s final_state vs oracle", nm);
-    close_to(n2, fs, ref.fs, d.ns, TOL_FWD);
+    la_check_rel(n2, fs, ref.fs, d.ns, TOL_FWD);
     free(o1d); free(f1d);
     free(o1); free(f1); free(os); free(ms); free(fs);
     ref_free(&ref);
@@ -822,7 +748,7 @@ static void identity_simple_gla(void) {
         a.dgk = NULL;
         compare_dd(&d, &a, &b, "id_sgla ref_f64: gla(g 1_K) == simple_gla(g)", TOL_REF, true);
         for (int64_t e = 0; e < d.nq; e++) sdgk[e / K] += dgk[e];
-        close_dd("id_sgla ref_f64: sum_K dgk == dg", sdgk, dg, ntok, TOL_REF);
+        la_check_rel_dd("id_sgla ref_f64: sum_K dgk == dg", sdgk, dg, ntok, TOL_REF);
         a.dgk = dgk;
         free(ws);
         ref_free(&b);
@@ -861,7 +787,7 @@ static void identity_simple_gla(void) {
             double * ref = la_to_f64(sg[i], nn[i]);
             char n2[200];
             snprintf(n2, sizeof n2, "%s %s", nm, nms[i]);
-            close_to(n2, gl[i], ref, nn[i], i < 2 ? TOL_ID_FWD : TOL_ID_BWD);
+            la_check_rel(n2, gl[i], ref, nn[i], i < 2 ? TOL_ID_FWD : TOL_ID_BWD);
             free(ref);
         }
         fres_free(&a);
@@ -915,7 +841,7 @@ static void identity_hgrn_case(const char * name, int64_t B, int64_t T, int64_t 
             double * ref = la_to_f64(gl[i], nn[i]);
             char n2[200];
             snprintf(n2, sizeof n2, "%s hgrn %s", nm, nms[i]);
-            close_to(n2, hg[i], ref, nn[i], i < 2 ? TOL_ID_FWD : TOL_ID_BWD);
+            la_check_rel(n2, hg[i], ref, nn[i], i < 2 ? TOL_ID_FWD : TOL_ID_BWD);
             free(ref);
         }
         fres_free(&a);
@@ -985,7 +911,7 @@ static void hgrn2_case(const tcase * c, uint64_t seed) {
         d.q[e] = (float)(x / (1.0 + exp(-x)));
     }
     double * q = la_to_f64(d.q, d.nq), * f = la_to_f64(d.gk, d.nq), * v = la_to_f64(d.v, d.nv);
-    double * h0 = d.s0 ? la_to_f64(d.s0, d.ns) : NULL;
+    double * h0 = la_to_f64(d.s0, d.ns);
     double * o = la_test_alloc(d.nv * 8), * hT = la_test_alloc(d.ns * 8);
     hgrn2_oracle(&d, q, f, v, h0, o, hT);
     const struct { la_form form; int32_t C; } fm[3] = {
@@ -999,9 +925,9 @@ static void hgrn2_case(const tcase * c, uint64_t seed) {
         la_check(st == LA_STATUS_OK, "%s status %s", nm, la_status_str(st));
         char n2[200];
         snprintf(n2, sizeof n2, "%s o vs HGRN2 recurrence", nm);
-        close_to(n2, go, o, d.nv, TOL_FWD);
+        la_check_rel(n2, go, o, d.nv, TOL_FWD);
         snprintf(n2, sizeof n2, "%s final_state vs HGRN2 recurrence", nm);
-        close_to(n2, gf, hT, d.ns, TOL_FWD);
+        la_check_rel(n2, gf, hT, d.ns, TOL_FWD);
         free(go); free(gf);
     }
     free(q); free(f); free(v); free(h0); free(o); free(hT);

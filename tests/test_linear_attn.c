@@ -70,9 +70,7 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->N = c->B;
     if (c->nseq > 0) {
         d->N = c->nseq;
-        d->cu[0] = 0;
-        for (int i = 0; i < c->nseq; i++) d->cu[i + 1] = d->cu[i] + c->lens[i];
-        d->sh.T = d->cu[c->nseq];
+        d->sh.T = la_cu_from_lens(d->cu, c->lens, c->nseq);
         d->varlen = true;
     }
     const int64_t ntok = d->sh.B * d->sh.T * d->sh.H;
@@ -84,28 +82,14 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->scale = c->scale != 0.0f ? (double)c->scale : 1.0 / sqrt((double)c->K);
     d->q = la_test_alloc(d->nq * 4);
     d->k = la_test_alloc(d->nq * 4);
-    d->v = la_test_alloc(d->nv * 4);
-    d->dout = la_test_alloc(d->nv * 4);
     fill_phi(r, d->q, d->nq);
     fill_phi(r, d->k, d->nq);
-    la_fill_normal(r, d->v, d->nv, 1.0);
-    la_fill_normal(r, d->dout, d->nv, 1.0);
-    if (c->init_s) {
-        d->s0 = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->s0, d->ns, 0.5);
-    }
-    if (c->init_z) {
-        d->z0 = la_test_alloc(d->nz * 4);
-        la_fill_uniform(r, d->z0, d->nz, 0.5, 5.0);
-    }
-    if (c->dfin_s) {
-        d->dfs = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->dfs, d->ns, 1.0);
-    }
-    if (c->dfin_z) {
-        d->dfz = la_test_alloc(d->nz * 4);
-        la_fill_normal(r, d->dfz, d->nz, 1.0);
-    }
+    d->v = la_new_normal(r, d->nv, 1.0);
+    d->dout = la_new_normal(r, d->nv, 1.0);
+    if (c->init_s) d->s0 = la_new_normal(r, d->ns, 0.5);
+    if (c->init_z) d->z0 = la_new_uniform(r, d->nz, 0.5, 5.0);
+    if (c->dfin_s) d->dfs = la_new_normal(r, d->ns, 1.0);
+    if (c->dfin_z) d->dfz = la_new_normal(r, d->nz, 1.0);
 }
 
 static void free_data(tdata * d) {
@@ -114,15 +98,7 @@ static void free_data(tdata * d) {
 }
 
 static la_opts opts_for(const tdata * d, la_form form, int32_t C) {
-    la_opts o = la_opts_default();
-    o.form = form;
-    o.chunk_size = C;
-    o.scale = d->fscale;
-    if (d->varlen) {
-        o.cu_seqlens = d->cu;
-        o.n_seqs = d->N;
-    }
-    return o;
+    return la_test_opts(form, C, d->fscale, d->varlen ? d->cu : NULL, d->N);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,8 +116,7 @@ typedef struct oout {
 } oout;
 
 static void seq_range(const tdata * d, int64_t n, int64_t * t0, int64_t * t1) {
-    if (d->varlen) { *t0 = d->cu[n]; *t1 = d->cu[n + 1]; }
-    else { *t0 = n * d->sh.T; *t1 = (n + 1) * d->sh.T; }
+    la_seq_range(d->varlen ? d->cu : NULL, d->sh.T, n, t0, t1);
 }
 
 static void oracle(const tdata * d, const oin * in, oout * out) {
@@ -242,11 +217,11 @@ static din to_f64(const tdata * d) {
     x.q = la_to_f64(d->q, d->nq);
     x.k = la_to_f64(d->k, d->nq);
     x.v = la_to_f64(d->v, d->nv);
-    x.s0 = d->s0 ? la_to_f64(d->s0, d->ns) : NULL;
-    x.z0 = d->z0 ? la_to_f64(d->z0, d->nz) : NULL;
+    x.s0 = la_to_f64(d->s0, d->ns);
+    x.z0 = la_to_f64(d->z0, d->nz);
     x.dout = la_to_f64(d->dout, d->nv);
-    x.dfs = d->dfs ? la_to_f64(d->dfs, d->ns) : NULL;
-    x.dfz = d->dfz ? la_to_f64(d->dfz, d->nz) : NULL;
+    x.dfs = la_to_f64(d->dfs, d->ns);
+    x.dfz = la_to_f64(d->dfz, d->nz);
     return x;
 }
 
@@ -391,16 +366,16 @@ static void run_case(const tcase * c, uint64_t seed) {
 // dinitial_state / dinitial_z are differentiated at the given initial values, or at zero when
 // none is given (NULL means zero).
 
-static double loss(const tdata * d, const oin * in, refset * scratch) {
+typedef struct fdctx { const tdata * d; const oin * in; refset * scr; } fdctx;
+
+static double loss(void * ctx) {
+    const fdctx * fc = ctx;
+    const tdata * d = fc->d;
+    const oin * in = fc->in;
+    refset * scratch = fc->scr;
     oout out = { scratch->o, scratch->fs, scratch->fz, NULL, NULL, NULL, NULL, NULL };
     oracle(d, in, &out);
-    double L = 0;
-    for (int64_t i = 0; i < d->nv; i++) L += scratch->o[i] * in->dout[i];
-    if (in->dfs)
-        for (int64_t i = 0; i < d->ns; i++) L += scratch->fs[i] * in->dfs[i];
-    if (in->dfz)
-        for (int64_t i = 0; i < d->nz; i++) L += scratch->fz[i] * in->dfz[i];
-    return L;
+    return la_loss_dot(la_loss_dot(la_loss_dot(0, scratch->o, in->dout, d->nv), scratch->fs, in->dfs, d->ns), scratch->fz, in->dfz, d->nz);
 }
 
 static void fd_case(const tcase * c, uint64_t seed) {
@@ -425,17 +400,8 @@ static void fd_case(const tcase * c, uint64_t seed) {
     double * params[5] = { x.q, x.k, x.v, s0, z0 };
     double * grads[5] = { fd.dq, fd.dk, fd.dv, fd.ds0, fd.dz0 };
     const int64_t np[5] = { d.nq, d.nq, d.nv, d.ns, d.nz };
-    for (int p = 0; p < 5; p++) {
-        for (int64_t i = 0; i < np[p]; i++) {
-            const double x0 = params[p][i];
-            params[p][i] = x0 + FD_STEP;
-            const double lp = loss(&d, &in, &scr);
-            params[p][i] = x0 - FD_STEP;
-            const double lm = loss(&d, &in, &scr);
-            params[p][i] = x0;
-            grads[p][i] = (lp - lm) / (2 * FD_STEP);
-        }
-    }
+    fdctx fc = { &d, &in, &scr };
+    la_fd_grads(5, params, np, grads, FD_STEP, loss, &fc);
     char nm[160];
     const char * gn[5] = { "dq", "dk", "dv", "dinitial_state", "dinitial_z" };
     double * ag[5] = { ana.dq, ana.dk, ana.dv, ana.ds0, ana.dz0 };

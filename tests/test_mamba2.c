@@ -68,9 +68,7 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->N = c->B;
     if (c->nseq > 0) {
         d->N = c->nseq;
-        d->cu[0] = 0;
-        for (int i = 0; i < c->nseq; i++) d->cu[i + 1] = d->cu[i] + c->lens[i];
-        d->sh.T = d->cu[c->nseq];
+        d->sh.T = la_cu_from_lens(d->cu, c->lens, c->nseq);
         d->varlen = true;
     }
     const int64_t ntok = d->sh.B * d->sh.T;
@@ -78,25 +76,14 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->nt = ntok * c->H;
     d->nbc = ntok * c->G * c->Nst;
     d->ns = d->N * c->H * c->Nst * c->P;
-    d->x = la_test_alloc(d->nx * 4);
     d->dt = la_test_alloc(d->nt * 4);
-    d->A_log = la_test_alloc(c->H * 4);
-    d->Bm = la_test_alloc(d->nbc * 4);
-    d->Cm = la_test_alloc(d->nbc * 4);
-    d->dy = la_test_alloc(d->nx * 4);
-    la_fill_normal(r, d->x, d->nx, 1.0);
-    la_fill_normal(r, d->Bm, d->nbc, 1.0);
-    la_fill_normal(r, d->Cm, d->nbc, 1.0);
-    la_fill_normal(r, d->dy, d->nx, 1.0);
-    la_fill_uniform(r, d->A_log, c->H, c->alo, c->ahi);
-    if (c->useD) {
-        d->D = la_test_alloc(c->H * 4);
-        la_fill_uniform(r, d->D, c->H, -1.0, 1.0);
-    }
-    if (c->bias) {
-        d->bias = la_test_alloc(c->H * 4);
-        la_fill_uniform(r, d->bias, c->H, -2.0, 0.5);
-    }
+    d->x = la_new_normal(r, d->nx, 1.0);
+    d->Bm = la_new_normal(r, d->nbc, 1.0);
+    d->Cm = la_new_normal(r, d->nbc, 1.0);
+    d->dy = la_new_normal(r, d->nx, 1.0);
+    d->A_log = la_new_uniform(r, c->H, c->alo, c->ahi);
+    if (c->useD) d->D = la_new_uniform(r, c->H, -1.0, 1.0);
+    if (c->bias) d->bias = la_new_uniform(r, c->H, -2.0, 0.5);
     for (int64_t i = 0; i < d->nt; i++) {
         const float b = d->bias ? d->bias[i % c->H] : 0.0f;
         if (c->thresh && i % 5 == 1) {
@@ -108,14 +95,8 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
         } else
             d->dt[i] = (float)(la_rng_normal(r) - 0.5);
     }
-    if (c->init) {
-        d->s0 = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->s0, d->ns, 0.5);
-    }
-    if (c->dfin) {
-        d->dfin = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->dfin, d->ns, 1.0);
-    }
+    if (c->init) d->s0 = la_new_normal(r, d->ns, 0.5);
+    if (c->dfin) d->dfin = la_new_normal(r, d->ns, 1.0);
 }
 
 static void free_data(tdata * d) {
@@ -124,14 +105,7 @@ static void free_data(tdata * d) {
 }
 
 static la_opts opts_for(const tdata * d, la_form form, int32_t C) {
-    la_opts o = la_opts_default();
-    o.form = form;
-    o.chunk_size = C;
-    if (d->varlen) {
-        o.cu_seqlens = d->cu;
-        o.n_seqs = d->N;
-    }
-    return o;
+    return la_test_opts(form, C, 0, d->varlen ? d->cu : NULL, d->N);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,8 +126,7 @@ typedef struct oout {
 } oout;
 
 static void seq_range(const tdata * d, int64_t n, int64_t * t0, int64_t * t1) {
-    if (d->varlen) { *t0 = d->cu[n]; *t1 = d->cu[n + 1]; }
-    else { *t0 = n * d->sh.T; *t1 = (n + 1) * d->sh.T; }
+    la_seq_range(d->varlen ? d->cu : NULL, d->sh.T, n, t0, t1);
 }
 
 static double softplus_d(double u) { return u > 20.0 ? u : log1p(exp(u)); }
@@ -280,11 +253,11 @@ static din to_f64(const tdata * d) {
     v.A_log = la_to_f64(d->A_log, d->H);
     v.Bm = la_to_f64(d->Bm, d->nbc);
     v.Cm = la_to_f64(d->Cm, d->nbc);
-    v.D = d->D ? la_to_f64(d->D, d->H) : NULL;
-    v.bias = d->bias ? la_to_f64(d->bias, d->H) : NULL;
-    v.s0 = d->s0 ? la_to_f64(d->s0, d->ns) : NULL;
+    v.D = la_to_f64(d->D, d->H);
+    v.bias = la_to_f64(d->bias, d->H);
+    v.s0 = la_to_f64(d->s0, d->ns);
     v.dy = la_to_f64(d->dy, d->nx);
-    v.dfin = d->dfin ? la_to_f64(d->dfin, d->ns) : NULL;
+    v.dfin = la_to_f64(d->dfin, d->ns);
     return v;
 }
 
@@ -447,15 +420,17 @@ static void run_case(const tcase * c, uint64_t seed) {
 // ---------------------------------------------------------------------------------------------
 // Central finite differences of the oracle: L = sum(y * dy) + sum(final_state * dfinal_state).
 
-static double loss(const tdata * d, const oin * in, refset * scr) {
+typedef struct fdctx { const tdata * d; const oin * in; refset * scr; } fdctx;
+
+static double loss(void * ctx) {
+    const fdctx * fc = ctx;
+    const tdata * d = fc->d;
+    const oin * in = fc->in;
+    refset * scr = fc->scr;
     oout out = { scr->y, scr->fs, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                  NULL };
     oracle(d, in, &out);
-    double L = 0;
-    for (int64_t i = 0; i < d->nx; i++) L += scr->y[i] * in->dy[i];
-    if (in->dfin)
-        for (int64_t i = 0; i < d->ns; i++) L += scr->fs[i] * in->dfin[i];
-    return L;
+    return la_loss_dot(la_loss_dot(0, scr->y, in->dy, d->nx), scr->fs, in->dfin, d->ns);
 }
 
 static void fd_case(const tcase * c, uint64_t seed) {
@@ -485,17 +460,10 @@ static void fd_case(const tcase * c, uint64_t seed) {
     const int64_t np[8] = { d.nx, d.nt, d.H, d.nbc, d.nbc, d.H, d.H, d.ns };
     const char * gn[8] = { "dx", "ddt", "dA_log", "dB", "dC", "dD", "ddt_bias", "dinitial_state" };
     char nm[160];
+    fdctx fc = { &d, &in, &scr };
+    la_fd_grads(8, params, np, grads, FD_STEP, loss, &fc);
     for (int p = 0; p < 8; p++) {
         if (!params[p]) continue;
-        for (int64_t i = 0; i < np[p]; i++) {
-            const double x0 = params[p][i];
-            params[p][i] = x0 + FD_STEP;
-            const double lp = loss(&d, &in, &scr);
-            params[p][i] = x0 - FD_STEP;
-            const double lm = loss(&d, &in, &scr);
-            params[p][i] = x0;
-            grads[p][i] = (lp - lm) / (2 * FD_STEP);
-        }
         snprintf(nm, sizeof nm, "%s oracle backward vs FD %s", c->name, gn[p]);
         la_check_rel_as_f32(nm, agr[p], grads[p], np[p], TOL_FD);
     }

@@ -98,37 +98,6 @@ typedef struct tdata {
     float *  r, * k, * v, * w, * u, * s0, * dout, * dfs;
 } tdata;
 
-static double maxabs_d(const double * x, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
-static bool close_to(const char * name, const float * got, const double * ref, int64_t n,
-                     double tol) {
-    return la_check_close_d(name, got, ref, n, tol * (maxabs_d(ref, n) + 1e-30), tol);
-}
-
-// float64 against float64, without rounding to float32.
-static bool close_dd(const char * name, const double * got, const double * ref, int64_t n,
-                     double tol) {
-    const double m = maxabs_d(ref, n);
-    double md = 0;
-    int64_t bad = 0, imax = -1;
-    for (int64_t i = 0; i < n; i++) {
-        const double d = fabs(got[i] - ref[i]);
-        if (!(d <= tol * (m + fabs(ref[i])))) {
-            if (bad < 5)
-                fprintf(stderr, "  %s[%lld]: got %.17g ref %.17g\n", name, (long long)i, got[i],
-                        ref[i]);
-            bad++;
-        }
-        if (!(d <= md)) { md = d; imax = i; }
-    }
-    return la_check(bad == 0, "%-52s n=%-7lld maxdiff=%.3g at %lld (max|ref| %.3g, tol %.0e)",
-                    name, (long long)n, md, (long long)imax, m, tol);
-}
-
 static void fill_w(la_rng * r, float * x, const tdata * d, const tcase * c) {
     const int64_t K = c->K, n = d->nq;
     switch (c->w) {
@@ -138,22 +107,8 @@ static void fill_w(la_rng * r, float * x, const tdata * d, const tcase * c) {
     case W_NEGEXP:
         for (int64_t e = 0; e < n; e++) x[e] = (float)(-exp(-0.5 + la_rng_normal(r)));
         break;
-    case W_MIX1000:
-        for (int64_t e = 0; e < n; e++) {
-            const int64_t ch = e % K, t = (e / K / d->sh.H) % d->sh.T;
-            const double u = la_rng_uniform(r), z = la_rng_normal(r);
-            if (ch % 3 == 0) x[e] = -16.0f;
-            else if (ch % 3 == 1) x[e] = (float)(-1e-6 * u);
-            else x[e] = (t >= 10 && t < 80) ? -16.0f : (float)(-log1p(exp(-z)));
-        }
-        break;
-    case W_TAIL:
-        for (int64_t e = 0; e < n; e++) {
-            const int64_t t = (e / K / d->sh.H) % d->sh.T;
-            const double u = la_rng_uniform(r);
-            x[e] = t % 64 < 40 ? -16.0f : (float)(-0.05 * u);
-        }
-        break;
+    case W_MIX1000: la_fill_gate_mix1000(r, x, n, K, d->sh.H, d->sh.T); break;
+    case W_TAIL: la_fill_gate_tail(r, x, n, K, d->sh.H, d->sh.T); break;
     }
 }
 
@@ -163,9 +118,7 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->N = c->B;
     if (c->nseq > 0) {
         d->N = c->nseq;
-        d->cu[0] = 0;
-        for (int i = 0; i < c->nseq; i++) d->cu[i + 1] = d->cu[i] + c->lens[i];
-        d->sh.T = d->cu[c->nseq];
+        d->sh.T = la_cu_from_lens(d->cu, c->lens, c->nseq);
         d->varlen = true;
     }
     const int64_t ntok = d->sh.B * d->sh.T * d->sh.H;
@@ -175,27 +128,16 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->nu = c->H * c->K;
     d->fscale = c->scale;
     d->scale = c->scale != 0.0f ? (double)c->scale : 1.0 / sqrt((double)c->K);
-    d->r = la_test_alloc(d->nq * 4);
-    d->k = la_test_alloc(d->nq * 4);
-    d->v = la_test_alloc(d->nv * 4);
     d->w = la_test_alloc(d->nq * 4);
-    d->u = la_test_alloc(d->nu * 4);
-    d->dout = la_test_alloc(d->nv * 4);
-    la_fill_normal(r, d->r, d->nq, 1.0);
-    la_fill_normal(r, d->k, d->nq, 1.0);
+    d->r = la_new_normal(r, d->nq, 1.0);
+    d->k = la_new_normal(r, d->nq, 1.0);
     la_l2norm_rows(d->k, ntok, c->K);
-    la_fill_normal(r, d->v, d->nv, 1.0);
-    la_fill_normal(r, d->dout, d->nv, 1.0);
+    d->v = la_new_normal(r, d->nv, 1.0);
+    d->dout = la_new_normal(r, d->nv, 1.0);
     fill_w(r, d->w, d, c);
-    la_fill_normal(r, d->u, d->nu, 1.0);
-    if (c->init) {
-        d->s0 = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->s0, d->ns, 0.5);
-    }
-    if (c->dfin) {
-        d->dfs = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->dfs, d->ns, 1.0);
-    }
+    d->u = la_new_normal(r, d->nu, 1.0);
+    if (c->init) d->s0 = la_new_normal(r, d->ns, 0.5);
+    if (c->dfin) d->dfs = la_new_normal(r, d->ns, 1.0);
 }
 
 static void free_data(tdata * d) {
@@ -204,15 +146,7 @@ static void free_data(tdata * d) {
 }
 
 static la_opts opts_for(const tdata * d, la_form form, int32_t C) {
-    la_opts o = la_opts_default();
-    o.form = form;
-    o.chunk_size = C;
-    o.scale = d->fscale;
-    if (d->varlen) {
-        o.cu_seqlens = d->cu;
-        o.n_seqs = d->N;
-    }
-    return o;
+    return la_test_opts(form, C, d->fscale, d->varlen ? d->cu : NULL, d->N);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,8 +165,7 @@ typedef struct oout {
 } oout;
 
 static void seq_range(const tdata * d, int64_t n, int64_t * t0, int64_t * t1) {
-    if (d->varlen) { *t0 = d->cu[n]; *t1 = d->cu[n + 1]; }
-    else { *t0 = n * d->sh.T; *t1 = (n + 1) * d->sh.T; }
+    la_seq_range(d->varlen ? d->cu : NULL, d->sh.T, n, t0, t1);
 }
 
 static int64_t max_len(const tdata * d) {
@@ -337,9 +270,9 @@ static din to_f64(const tdata * d) {
     x.v = la_to_f64(d->v, d->nv);
     x.w = la_to_f64(d->w, d->nq);
     x.u = la_to_f64(d->u, d->nu);
-    x.s0 = d->s0 ? la_to_f64(d->s0, d->ns) : NULL;
+    x.s0 = la_to_f64(d->s0, d->ns);
     x.dout = la_to_f64(d->dout, d->nv);
-    x.dfs = d->dfs ? la_to_f64(d->dfs, d->ns) : NULL;
+    x.dfs = la_to_f64(d->dfs, d->ns);
     return x;
 }
 
@@ -396,7 +329,7 @@ static void compare_dd(const tdata * d, const refset * got, const refset * ref, 
 #define CMPD(field, n)                                                     \
     do {                                                                   \
         snprintf(n2, sizeof n2, "%s %s", nm, #field);                      \
-        close_dd(n2, got->field, ref->field, n, tol);                      \
+        la_check_rel_dd(n2, got->field, ref->field, n, tol);                      \
     } while (0)
     if (fwd) {
         CMPD(o, d->nv);
@@ -464,7 +397,7 @@ static void run_form(const tdata * d, la_form form, int32_t C, int threads, fres
 // du: a sum over B*T tokens; its error is bounded relative to the sum of |terms| (header).
 static bool close_du(const char * name, const float * got, const refset * r, int64_t n,
                      double tol) {
-    const double m = maxabs_d(r->du_abs, n);
+    const double m = la_maxabs_d(r->du_abs, n);
     return la_check_close_d(name, got, r->du, n, tol * (m + 1e-30), tol);
 }
 
@@ -474,7 +407,7 @@ static void compare(const tdata * d, const fres * f, const refset * r, const cha
 #define CMP(field, n, tol)                                                 \
     do {                                                                   \
         snprintf(n2, sizeof n2, "%s %s", nm, #field);                      \
-        close_to(n2, f->field, r->field, n, tol);                          \
+        la_check_rel(n2, f->field, r->field, n, tol);                          \
     } while (0)
     CMP(o, d->nv, tol_fwd);
     CMP(fs, d->ns, tol_fwd);
@@ -538,14 +471,16 @@ static void run_case(const tcase * c, uint64_t seed) {
 // Central finite differences of the oracle: L = sum(o * do) + sum(final_state * dfinal_state).
 // dinitial_state is differentiated at the given initial state, or at zero (passed explicitly).
 
-static double loss(const tdata * d, const oin * in, refset * scr) {
+typedef struct fdctx { const tdata * d; const oin * in; refset * scr; } fdctx;
+
+static double loss(void * ctx) {
+    const fdctx * fc = ctx;
+    const tdata * d = fc->d;
+    const oin * in = fc->in;
+    refset * scr = fc->scr;
     oout out = { scr->o, scr->fs, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
     oracle(d, in, &out);
-    double L = 0;
-    for (int64_t i = 0; i < d->nv; i++) L += scr->o[i] * in->dout[i];
-    if (in->dfs)
-        for (int64_t i = 0; i < d->ns; i++) L += scr->fs[i] * in->dfs[i];
-    return L;
+    return la_loss_dot(la_loss_dot(0, scr->o, in->dout, d->nv), scr->fs, in->dfs, d->ns);
 }
 
 static void fd_case(const tcase * c, uint64_t seed) {
@@ -569,17 +504,8 @@ static void fd_case(const tcase * c, uint64_t seed) {
     double * params[6] = { x.r, x.k, x.v, x.w, x.u, x.s0 };
     double * grads[6] = { fd.dr, fd.dk, fd.dv, fd.dw, fd.du, fd.ds0 };
     const int64_t np[6] = { d.nq, d.nq, d.nv, d.nq, d.nu, d.ns };
-    for (int p = 0; p < 6; p++) {
-        for (int64_t i = 0; i < np[p]; i++) {
-            const double x0 = params[p][i];
-            params[p][i] = x0 + FD_STEP;
-            const double lp = loss(&d, &in, &scr);
-            params[p][i] = x0 - FD_STEP;
-            const double lm = loss(&d, &in, &scr);
-            params[p][i] = x0;
-            grads[p][i] = (lp - lm) / (2 * FD_STEP);
-        }
-    }
+    fdctx fc = { &d, &in, &scr };
+    la_fd_grads(6, params, np, grads, FD_STEP, loss, &fc);
     char nm[160];
     snprintf(nm, sizeof nm, "%s oracle vs FD", c->name);
     compare_dd(&d, &ana, &fd, nm, TOL_FD, false);
@@ -627,13 +553,13 @@ static void split_case(la_form form, int32_t C, int64_t T, int64_t t, uint64_t s
     double * o1d = la_to_f64(o1, d.nv), * f1d = la_to_f64(f1, d.ns);
     char n2[160];
     snprintf(n2, sizeof n2, "%s o == one call", nm);
-    close_to(n2, os, o1d, d.nv, TOL_FWD);
+    la_check_rel(n2, os, o1d, d.nv, TOL_FWD);
     snprintf(n2, sizeof n2, "%s final_state == one call", nm);
-    close_to(n2, fs, f1d, d.ns, TOL_FWD);
+    la_check_rel(n2, fs, f1d, d.ns, TOL_FWD);
     snprintf(n2, sizeof n2, "%s o vs oracle", nm);
-    close_to(n2, os, ref.o, d.nv, TOL_FWD);
+    la_check_rel(n2, os, ref.o, d.nv, TOL_FWD);
     snprintf(n2, sizeof n2, "%s final_state vs oracle", nm);
-    close_to(n2, fs, ref.fs, d.ns, TOL_FWD);
+    la_check_rel(n2, fs, ref.fs, d.ns, TOL_FWD);
     free(o1d); free(f1d);
     free(o1); free(f1); free(os); free(ms); free(fs);
     ref_free(&ref);

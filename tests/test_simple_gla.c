@@ -45,9 +45,7 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->N = c->B;
     if (c->nseq > 0) {
         d->N = c->nseq;
-        d->cu[0] = 0;
-        for (int i = 0; i < c->nseq; i++) d->cu[i + 1] = d->cu[i] + c->lens[i];
-        d->sh.T = d->cu[c->nseq];
+        d->sh.T = la_cu_from_lens(d->cu, c->lens, c->nseq);
         d->varlen = true;
     }
     const int64_t ntok = d->sh.B * d->sh.T * d->sh.H;
@@ -55,31 +53,20 @@ static void make_data(const tcase * c, tdata * d, la_rng * r) {
     d->nv = ntok * c->V;
     d->ng = ntok;
     d->ns = d->N * c->H * c->K * c->V;
-    d->q = la_test_alloc(d->nq * 4);
-    d->k = la_test_alloc(d->nq * 4);
-    d->v = la_test_alloc(d->nv * 4);
-    d->dout = la_test_alloc(d->nv * 4);
-    la_fill_normal(r, d->q, d->nq, 1.0);
-    la_fill_normal(r, d->k, d->nq, 1.0);
+    d->q = la_new_normal(r, d->nq, 1.0);
+    d->k = la_new_normal(r, d->nq, 1.0);
     la_l2norm_rows(d->k, ntok, c->K);
-    la_fill_normal(r, d->v, d->nv, 1.0);
-    la_fill_normal(r, d->dout, d->nv, 1.0);
+    d->v = la_new_normal(r, d->nv, 1.0);
+    d->dout = la_new_normal(r, d->nv, 1.0);
     if (c->gate == GATE_G) {
         d->g = la_test_alloc(d->ng * 4);
         if (c->glo == 1.0 && c->ghi == 1.0) la_fill_logsigmoid(r, d->g, d->ng);
         else la_fill_uniform(r, d->g, d->ng, c->glo, c->ghi);
     } else if (c->gate == GATE_GAMMA) {
-        d->gam = la_test_alloc(c->H * 4);
-        la_fill_uniform(r, d->gam, c->H, c->glo, c->ghi);
+        d->gam = la_new_uniform(r, c->H, c->glo, c->ghi);
     }
-    if (c->init) {
-        d->s0 = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->s0, d->ns, 0.5);
-    }
-    if (c->dfinal) {
-        d->dfin = la_test_alloc(d->ns * 4);
-        la_fill_normal(r, d->dfin, d->ns, 1.0);
-    }
+    if (c->init) d->s0 = la_new_normal(r, d->ns, 0.5);
+    if (c->dfinal) d->dfin = la_new_normal(r, d->ns, 1.0);
 }
 
 static void free_data(tdata * d) {
@@ -88,15 +75,7 @@ static void free_data(tdata * d) {
 }
 
 static la_opts opts_for(const tdata * d, la_form form, int32_t C, float scale) {
-    la_opts o = la_opts_default();
-    o.form = form;
-    o.chunk_size = C;
-    o.scale = scale;
-    if (d->varlen) {
-        o.cu_seqlens = d->cu;
-        o.n_seqs = d->N;
-    }
-    return o;
+    return la_test_opts(form, C, scale, d->varlen ? d->cu : NULL, d->N);
 }
 
 // float64 reference outputs and gradients.
@@ -115,10 +94,10 @@ static void ref_run(const tdata * d, const tcase * c, refout * ro) {
     la_ref_dims rd = ref_dims(d, &o);
     double * q = la_to_f64(d->q, d->nq), * k = la_to_f64(d->k, d->nq);
     double * v = la_to_f64(d->v, d->nv), * dout = la_to_f64(d->dout, d->nv);
-    double * g = d->g ? la_to_f64(d->g, d->ng) : NULL;
-    double * gam = d->gam ? la_to_f64(d->gam, c->H) : NULL;
-    double * s0 = d->s0 ? la_to_f64(d->s0, d->ns) : NULL;
-    double * dfin = d->dfin ? la_to_f64(d->dfin, d->ns) : NULL;
+    double * g = la_to_f64(d->g, d->ng);
+    double * gam = la_to_f64(d->gam, c->H);
+    double * s0 = la_to_f64(d->s0, d->ns);
+    double * dfin = la_to_f64(d->dfin, d->ns);
     double * ws = la_test_alloc((size_t)la_simple_gla_ref_ws_elems_f64(rd) * 8);
     ro->o = la_test_alloc(d->nv * 8);
     ro->fin = la_test_alloc(d->ns * 8);
@@ -195,16 +174,19 @@ static void run_case(const tcase * c, uint64_t seed) {
 // ---------------------------------------------------------------------------------------------
 // Finite differences of the float64 reference: L = sum(o * do) + sum(final * dfinal).
 
-static double ref_loss(const tdata * d, const la_ref_dims rd, const double * q, const double * k,
-                       const double * v, const double * g, const double * gam,
-                       const double * s0, const double * dout, const double * dfin,
-                       double * ws, double * o, double * fin) {
-    la_simple_gla_fwd_ref_f64(o, fin, q, k, v, g, gam, s0, rd, ws);
-    double L = 0;
-    for (int64_t i = 0; i < d->nv; i++) L += o[i] * dout[i];
-    if (dfin)
-        for (int64_t i = 0; i < d->ns; i++) L += fin[i] * dfin[i];
-    return L;
+typedef struct fdctx {
+    const tdata * d;
+    la_ref_dims   rd;
+    double * const * x;                       // q, k, v, g, initial_state
+    const double * gam, * dout, * dfin;
+    double * ws, * o, * fin;                  // scratch
+} fdctx;
+
+static double ref_loss(void * ctx) {
+    const fdctx * f = ctx;
+    la_simple_gla_fwd_ref_f64(f->o, f->fin, f->x[0], f->x[1], f->x[2], f->x[3], f->gam, f->x[4],
+                              f->rd, f->ws);
+    return la_loss_dot(la_loss_dot(0, f->o, f->dout, f->d->nv), f->fin, f->dfin, f->d->ns);
 }
 
 static void fd_case(const tcase * c, uint64_t seed) {
@@ -215,44 +197,29 @@ static void fd_case(const tcase * c, uint64_t seed) {
     la_opts o = opts_for(&d, LA_FORM_REF, 0, c->scale);
     la_ref_dims rd = ref_dims(&d, &o);
     double * x[6] = { la_to_f64(d.q, d.nq), la_to_f64(d.k, d.nq), la_to_f64(d.v, d.nv),
-                      d.g ? la_to_f64(d.g, d.ng) : NULL, d.s0 ? la_to_f64(d.s0, d.ns) : NULL,
+                      la_to_f64(d.g, d.ng), la_to_f64(d.s0, d.ns),
                       NULL };
     int64_t nx[6] = { d.nq, d.nq, d.nv, d.ng, d.ns, 0 };
     const char * names[6] = { "dq", "dk", "dv", "dg", "dinitial_state", "" };
-    double * gam = d.gam ? la_to_f64(d.gam, c->H) : NULL;
-    double * dout = la_to_f64(d.dout, d.nv), * dfin = d.dfin ? la_to_f64(d.dfin, d.ns) : NULL;
+    double * gam = la_to_f64(d.gam, c->H);
+    double * dout = la_to_f64(d.dout, d.nv), * dfin = la_to_f64(d.dfin, d.ns);
     double * ws = la_test_alloc((size_t)la_simple_gla_ref_ws_elems_f64(rd) * 8);
     double * o64 = la_test_alloc(d.nv * 8), * f64 = la_test_alloc(d.ns * 8);
     double * gr[6];
     for (int i = 0; i < 5; i++) gr[i] = x[i] ? la_test_alloc(nx[i] * 8) : NULL;
     la_simple_gla_bwd_ref_f64(gr[0], gr[1], gr[2], gr[3], gr[4], dout, dfin, x[0], x[1], x[2],
                               x[3], gam, x[4], rd, ws);
+    double * fd[5];
+    for (int i = 0; i < 5; i++) fd[i] = x[i] ? la_test_alloc(nx[i] * 8) : NULL;
+    fdctx fc = { &d, rd, x, gam, dout, dfin, ws, o64, f64 };
+    la_fd_grads(5, x, nx, fd, 1e-6, ref_loss, &fc);
     for (int i = 0; i < 5; i++) {
         if (!x[i]) continue;
-        double * fd = la_test_alloc(nx[i] * 8);
-        for (int64_t j = 0; j < nx[i]; j++) {
-            const double h = 1e-6, x0 = x[i][j];
-            x[i][j] = x0 + h;
-            double lp = ref_loss(&d, rd, x[0], x[1], x[2], x[3], gam, x[4], dout, dfin, ws, o64, f64);
-            x[i][j] = x0 - h;
-            double lm = ref_loss(&d, rd, x[0], x[1], x[2], x[3], gam, x[4], dout, dfin, ws, o64, f64);
-            x[i][j] = x0;
-            fd[j] = (lp - lm) / (2 * h);
-        }
-        float * g32 = la_to_f32(gr[i], nx[i]);
         char nm[128];
         snprintf(nm, sizeof nm, "%s/fd %s", c->name, names[i]);
         // Compare the float64 analytic gradient with FD directly in double.
-        int64_t bad = 0;
-        double md = 0;
-        for (int64_t j = 0; j < nx[i]; j++) {
-            double dd = fabs(gr[i][j] - fd[j]);
-            md = fmax(md, dd);
-            if (dd > TOL_FD * (1 + fabs(fd[j]))) bad++;
-        }
-        la_check(bad == 0, "%-44s n=%lld max|analytic - fd| = %.3g (tol %.0e)", nm,
-                 (long long)nx[i], md, TOL_FD);
-        free(fd); free(g32);
+        la_check_fd(nm, gr[i], fd[i], nx[i], TOL_FD);
+        free(fd[i]);
     }
     for (int i = 0; i < 5; i++) { free(x[i]); free(gr[i]); }
     free(gam); free(dout); free(dfin); free(ws); free(o64); free(f64);
