@@ -28,8 +28,9 @@
 // Variable-length batches: set opts.cu_seqlens (int64 [N+1], cu[0] = 0, non-decreasing,
 // cu[N] = T) and opts.n_seqs = N; B must then be 1. States then have N rows.
 //
-// Threads: la_set_num_threads(n). Work is split over (sequence, head) pairs, each computed by
-// one thread in a fixed order, so results are bitwise identical for any thread count.
+// Threads: la_set_num_threads(n). Work is split over (sequence, head) pairs (hgrn and
+// selective_scan: sequence and channel blocks), each computed by one thread in a fixed order,
+// and reductions run in a fixed order, so results are bitwise identical for any thread count.
 //
 // The library never prints and never exits. Fallible calls return la_status; violated
 // contracts that the caller cannot have meant (NULL required pointers) are reported as
