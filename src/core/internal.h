@@ -133,6 +133,21 @@ static inline float la_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 
 
+// Chunk-boundary states kept by a chunkwise backward over a sequence of nch chunks: all of
+// them while nch <= LA_CKPT_ALL, otherwise a checkpoint every M = ceil(sqrt(nch)) chunks, from
+// which each group of M states is replayed when the reverse pass reaches it (one extra state
+// pass; memory O(sqrt(T)) states instead of O(T): 16 MiB instead of 1 GiB per head at T = 10^6,
+// K = V = 128). la_ckpt_group gives M for the longest sequence of a call; every sequence of the
+// call uses it. Buffers: la_ckpt_count(nch_max, M) checkpoints + M group states.
+#define LA_CKPT_ALL 256
+static inline int64_t la_ckpt_group(int64_t nch_max) {
+    if (nch_max <= LA_CKPT_ALL) return nch_max > 0 ? nch_max : 1;
+    int64_t m = (int64_t)sqrt((double)nch_max);
+    while (m * m < nch_max) m++;
+    return m;
+}
+static inline int64_t la_ckpt_count(int64_t nch_max, int64_t M) { return (nch_max + M - 1) / M + 1; }
+
 // Longest sequence of a call (T, or the longest cu_seqlens segment).
 static inline int64_t la_max_seq_len(la_shape sh, const la_opts * opts) {
     if (!opts->cu_seqlens) return sh.T;

@@ -268,7 +268,9 @@ static void chunk_fwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
 
 // Per-thread scratch of the chunk backward, carved in this order (sizes with base == NULL).
 typedef struct sg_bwd_buf {
-    float *  Sall;  // (nch+1, K, V) boundary states S_[c], sized for the longest sequence
+    float *  ckpt;  // (la_ckpt_count, K, V) checkpoints S_[gM] (la_ckpt_group)
+    float *  grp;   // (M, K, V) the boundary states S_[c] of one group of M chunks
+    float *  ST;    // (K, V) the final state S_T
     float *  dS;    // (K, V) dL/dS_[c+1]
     float *  A;     // (C, C) s Q K^T o D
     float *  dP;    // (C, C) s dO V^T o D
@@ -282,7 +284,10 @@ typedef struct sg_bwd_buf {
 static size_t sg_bwd_layout(sg_bwd_buf * B, void * base, la_shape sh, int64_t C, int64_t maxlen) {
     const int64_t KV = sh.K * sh.V;
     la_carver cv = { (char *)base, 0 };
-    B->Sall = la_carve(&cv, (size_t)(((maxlen + C - 1) / C + 1) * KV) * 4);
+    const int64_t nch = (maxlen + C - 1) / C, M = la_ckpt_group(nch);
+    B->ckpt = la_carve(&cv, (size_t)(la_ckpt_count(nch, M) * KV) * 4);
+    B->grp = la_carve(&cv, (size_t)(M * KV) * 4);
+    B->ST = la_carve(&cv, (size_t)KV * 4);
     B->dS = la_carve(&cv, (size_t)KV * 4);
     B->A = la_carve(&cv, (size_t)(C * C) * 4);
     B->dP = la_carve(&cv, (size_t)(C * C) * 4);
@@ -304,30 +309,45 @@ static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     const int64_t nch = (eos - bos + C - 1) / C;
     sg_bwd_buf bf;
     sg_bwd_layout(&bf, ws, a->sh, C, a->maxlen);
-    float * Sall = bf.Sall, * dS = bf.dS, * A = bf.A, * dP = bf.dP, * Kd = bf.Kd, * Qg = bf.Qg;
+    float * dS = bf.dS, * A = bf.A, * dP = bf.dP, * Kd = bf.Kd, * Qg = bf.Qg;
     float * w = bf.w, * e = bf.e;
     double * b = bf.b;
+    const int64_t M = la_ckpt_group((a->maxlen + C - 1) / C);
 
-    // Pass 1: chunk-boundary states S_[0 .. nch].
-    la_state_load(Sall, a->init, n * H + h, KV);
+    // Pass 1: S_T, and the checkpoints S_[gM] (all boundary states when one group holds them).
+    float * S = bf.ST;
+    la_state_load(S, a->init, n * H + h, KV);
     for (int64_t c = 0; c < nch; c++) {
         const int64_t t0 = bos + c * C, L = LA_MIN(C, eos - t0);
-        memcpy(Sall + (c + 1) * KV, Sall + c * KV, (size_t)KV * sizeof(float));
+        float * keep = nch <= M ? bf.grp + c * KV : c % M == 0 ? bf.ckpt + (c / M) * KV : NULL;
+        if (keep) memcpy(keep, S, (size_t)KV * sizeof(float));
         if (gated) chunk_cumgate(a, t0, L, h, b);
-        chunk_state_step(gemm, Sall + (c + 1) * KV, a->k + (t0 * H + h) * K,
-                         a->v + (t0 * H + h) * V, ldk, ldv, L, K, V, b, gated, Kd, w);
+        chunk_state_step(gemm, S, a->k + (t0 * H + h) * K, a->v + (t0 * H + h) * V, ldk, ldv, L,
+                         K, V, b, gated, Kd, w);
     }
     // Pass 2: reverse over chunks.
     if (a->dfinal) memcpy(dS, a->dfinal + (n * H + h) * KV, (size_t)KV * sizeof(float));
     else memset(dS, 0, (size_t)KV * sizeof(float));
-    double suffix = a->g ? dot_f64(Sall + nch * KV, dS, KV) : 0.0;  // <S_T, dS_T>
+    double suffix = a->g ? dot_f64(bf.ST, dS, KV) : 0.0;  // <S_T, dS_T>
     for (int64_t c = nch - 1; c >= 0; c--) {
+        if (nch > M && (c == nch - 1 || c % M == M - 1)) {  // replay group c / M
+            const int64_t c0 = c / M * M;
+            memcpy(bf.grp, bf.ckpt + (c / M) * KV, (size_t)KV * sizeof(float));
+            for (int64_t r = c0; r < c; r++) {
+                const int64_t t0 = bos + r * C, L = LA_MIN(C, eos - t0);
+                float * Sr = bf.grp + (r - c0 + 1) * KV;
+                memcpy(Sr, Sr - KV, (size_t)KV * sizeof(float));
+                if (gated) chunk_cumgate(a, t0, L, h, b);
+                chunk_state_step(gemm, Sr, a->k + (t0 * H + h) * K, a->v + (t0 * H + h) * V, ldk,
+                                 ldv, L, K, V, b, gated, Kd, w);
+            }
+        }
         const int64_t t0 = bos + c * C, L = LA_MIN(C, eos - t0);
         const float * Qc = a->q + (t0 * H + h) * K;
         const float * Kc = a->k + (t0 * H + h) * K;
         const float * Vc = a->v + (t0 * H + h) * V;
         const float * dOc = a->dout + (t0 * H + h) * V;
-        const float * Sc = Sall + c * KV;
+        const float * Sc = bf.grp + (c % M) * KV;
         float * dQc = a->dq + (t0 * H + h) * K;
         float * dKc = a->dk + (t0 * H + h) * K;
         float * dVc = a->dv + (t0 * H + h) * V;
