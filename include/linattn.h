@@ -147,8 +147,9 @@ LA_API la_opts la_opts_default(void);
 // Forward overwrites o and final_state. final_state may be the same tensor as initial_state
 // (a decode step then updates the state in place, touching it once); otherwise the two must not
 // overlap. Backward overwrites every non-NULL gradient it is given; dg must be non-NULL exactly
-// when g is. The chunk backward keeps one K x V state per chunk of the longest sequence per
-// thread (T/C * K * V * 4 bytes: 64 MiB at T = 65536, K = V = 128): the workspace query
+// when g is. The chunk backward keeps one K x V state per chunk per thread up to 256 chunks,
+// and beyond that a checkpoint every sqrt(T/C) chunks plus one replayed group (16 MiB instead
+// of 1 GiB per thread at T = 10^6, K = V = 128; gla and rwkv6 alike): the workspace query
 // reports it. The backward saves nothing from the forward:
 // it recomputes the chunk-boundary states (every C tokens) and works inside each chunk.
 LA_API size_t la_simple_gla_workspace_size(bool backward, la_shape sh, const la_opts * opts);

@@ -148,6 +148,24 @@ static inline int64_t la_ckpt_group(int64_t nch_max) {
 }
 static inline int64_t la_ckpt_count(int64_t nch_max, int64_t M) { return (nch_max + M - 1) / M + 1; }
 
+// Advances the state S (K*V floats) over chunk `chunk` of the sequence in ctx.
+typedef void (*la_chunk_step_fn)(const void * ctx, int64_t chunk, float * S);
+
+typedef struct la_ckpt {
+    float * ckpt;  // (la_ckpt_count, K*V) checkpoints S_[gM]
+    float * grp;   // (M, K*V) the boundary states of the group being processed
+    int64_t M;     // la_ckpt_group of the call
+    int64_t nch;   // chunks of this sequence
+    int64_t KV;
+} la_ckpt;
+
+// Pass 1: S holds S_[0]; advances it over all nch chunks (S ends as S_T), keeping the
+// checkpoints (or, when one group holds them all, every boundary state).
+void la_ckpt_run(la_ckpt * c, float * S, la_chunk_step_fn step, const void * ctx);
+// Pass 2, called for chunk = nch-1 down to 0 in that order: the boundary state S_[chunk],
+// replaying its group from the checkpoint when the reverse pass enters it.
+const float * la_ckpt_state(la_ckpt * c, int64_t chunk, la_chunk_step_fn step, const void * ctx);
+
 // Longest sequence of a call (T, or the longest cu_seqlens segment).
 static inline int64_t la_max_seq_len(la_shape sh, const la_opts * opts) {
     if (!opts->cu_seqlens) return sh.T;

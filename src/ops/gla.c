@@ -513,6 +513,22 @@ static void ck_diag_bwd(const dg_args * x, const ck_buf * B, int64_t L, const fl
     }
 }
 
+// la_ckpt's step: S <- the state after chunk `chunk` of the task's sequence.
+typedef struct ck_step_ctx {
+    const dg_args * x;
+    const ck_buf *  B;
+    int64_t         bos, eos, h;
+} ck_step_ctx;
+
+static void ck_chunk_step(const void * ctx, int64_t chunk, float * S) {
+    const ck_step_ctx * s = ctx;
+    const dg_args * x = s->x;
+    const int64_t H = x->sh.H, K = x->sh.K;
+    const int64_t t0 = s->bos + chunk * x->C, L = LA_MIN(x->C, s->eos - t0);
+    ck_gates(x, s->B, t0, L, s->h, x->q + (t0 * H + s->h) * K, x->k + (t0 * H + s->h) * K);
+    ck_state(x, s->B, S, x->v + (t0 * H + s->h) * x->sh.V, L);
+}
+
 static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     la_gemm_fn gemm = la_kern()->gemm;
     const int64_t H = x->sh.H, K = x->sh.K, V = x->sh.V, C = x->C, KV = K * V, c = LA_GLA_SUB;
@@ -520,24 +536,23 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     int64_t bos, eos;
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
     const int64_t nch = (eos - bos + C - 1) / C;
+    const int64_t M = la_ckpt_group((x->maxlen + C - 1) / C);
     la_carver cv = { (char *)ws, 0 };
-    float * Sall = la_carve(&cv, (size_t)(((x->maxlen + C - 1) / C + 1) * KV) * 4);  // S_[c]
-    float * dS = la_carve(&cv, (size_t)KV * 4);  // (K, V) dL/dS_[c+1]
+    float * ckpt = la_carve(&cv, (size_t)(la_ckpt_count((x->maxlen + C - 1) / C, M) * KV) * 4);
+    float * grp = la_carve(&cv, (size_t)(M * KV) * 4);  // (M, K, V) boundary states S_[c]
+    float * ST = la_carve(&cv, (size_t)KV * 4);         // (K, V) the final state S_T
+    float * dS = la_carve(&cv, (size_t)KV * 4);         // (K, V) dL/dS_[c+1]
     ck_buf B;
     ck_layout(&B, &cv, C, K, true, x->rwkv);
 
-    // Pass 1: chunk-boundary states.
-    la_state_load(Sall, x->init, n * H + h, KV);
-    for (int64_t ci = 0; ci < nch; ci++) {
-        const int64_t t0 = bos + ci * C, L = LA_MIN(C, eos - t0);
-        memcpy(Sall + (ci + 1) * KV, Sall + ci * KV, (size_t)KV * sizeof(float));
-        ck_gates(x, &B, t0, L, h, x->q + (t0 * H + h) * K, x->k + (t0 * H + h) * K);
-        ck_state(x, &B, Sall + (ci + 1) * KV, x->v + (t0 * H + h) * V, L);
-    }
+    // Pass 1: S_T, and what pass 2 needs of the boundary states S_[c].
+    ck_step_ctx sc = { x, &B, bos, eos, h };
+    la_ckpt ck = { ckpt, grp, M, nch, KV };
+    la_state_load(ST, x->init, n * H + h, KV);
+    la_ckpt_run(&ck, ST, ck_chunk_step, &sc);
     // Pass 2: reverse over chunks.
     if (x->dfinal) memcpy(dS, x->dfinal + (n * H + h) * KV, (size_t)KV * sizeof(float));
     else memset(dS, 0, (size_t)KV * sizeof(float));
-    const float * ST = Sall + nch * KV;
     for (int64_t i = 0; i < K; i++) {  // dL/dB_T gets sum_j S_T dS_T
         B.acc[i] = 0;
         for (int64_t j = 0; j < V; j++) B.acc[i] += (double)ST[i * V + j] * (double)dS[i * V + j];
@@ -551,7 +566,7 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
         const float * Vc = x->v + (t0 * H + h) * V, * dOc = x->dout + (t0 * H + h) * V;
         float * dQc = x->dq + (t0 * H + h) * K, * dKc = x->dk + (t0 * H + h) * K;
         float * dVc = x->dv + (t0 * H + h) * V;
-        const float * Sc = Sall + ci * KV;
+        const float * Sc = la_ckpt_state(&ck, ci, ck_chunk_step, &sc);
         ck_gates(x, &B, t0, L, h, Qc, Kc);
         ck_intra(x, &B, L, h, Qc, Kc);
         // dV = A^T dO + Kd dS ;  dA = dO V^T
@@ -644,9 +659,11 @@ static size_t per_thread_bytes(bool backward, bool rwkv, la_shape sh, const la_o
     la_carver cv = { NULL, 0 };
     ck_buf B;
     size_t s = la_align_up((size_t)KV * 4);
-    if (backward)
-        s = la_align_up((size_t)(((la_max_seq_len(sh, opts) + C - 1) / C + 1) * KV) * 4) +
-            la_align_up((size_t)KV * 4);
+    if (backward) {  // checkpoints, one group of states, S_T and dS (as ck_bwd_task carves)
+        const int64_t nch = (la_max_seq_len(sh, opts) + C - 1) / C, M = la_ckpt_group(nch);
+        s = la_align_up((size_t)(la_ckpt_count(nch, M) * KV) * 4) +
+            la_align_up((size_t)(M * KV) * 4) + 2 * la_align_up((size_t)KV * 4);
+    }
     return s + la_align_up(ck_layout(&B, &cv, C, sh.K, backward, rwkv));
 }
 

@@ -299,6 +299,24 @@ static size_t sg_bwd_layout(sg_bwd_buf * B, void * base, la_shape sh, int64_t C,
     return cv.used;
 }
 
+// la_ckpt's step: S <- the state after chunk `chunk` of the task's sequence.
+typedef struct sg_step_ctx {
+    const sg_args * a;
+    int64_t         bos, eos, h;
+    sg_bwd_buf *    bf;
+} sg_step_ctx;
+
+static void sg_chunk_step(const void * ctx, int64_t chunk, float * S) {
+    const sg_step_ctx * s = ctx;
+    const sg_args * a = s->a;
+    const int64_t H = a->sh.H, K = a->sh.K, V = a->sh.V;
+    const int64_t t0 = s->bos + chunk * a->C, L = LA_MIN(a->C, s->eos - t0);
+    const bool gated = a->g || a->g_gamma;
+    if (gated) chunk_cumgate(a, t0, L, s->h, s->bf->b);
+    chunk_state_step(la_kern()->gemm, S, a->k + (t0 * H + s->h) * K, a->v + (t0 * H + s->h) * V,
+                     H * K, H * V, L, K, V, s->bf->b, gated, s->bf->Kd, s->bf->w);
+}
+
 static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) {
     la_gemm_fn gemm = la_kern()->gemm;
     const int64_t H = a->sh.H, K = a->sh.K, V = a->sh.V, C = a->C, KV = K * V;
@@ -312,42 +330,22 @@ static void chunk_bwd_task(const sg_args * a, int64_t n, int64_t h, float * ws) 
     float * dS = bf.dS, * A = bf.A, * dP = bf.dP, * Kd = bf.Kd, * Qg = bf.Qg;
     float * w = bf.w, * e = bf.e;
     double * b = bf.b;
-    const int64_t M = la_ckpt_group((a->maxlen + C - 1) / C);
-
-    // Pass 1: S_T, and the checkpoints S_[gM] (all boundary states when one group holds them).
-    float * S = bf.ST;
-    la_state_load(S, a->init, n * H + h, KV);
-    for (int64_t c = 0; c < nch; c++) {
-        const int64_t t0 = bos + c * C, L = LA_MIN(C, eos - t0);
-        float * keep = nch <= M ? bf.grp + c * KV : c % M == 0 ? bf.ckpt + (c / M) * KV : NULL;
-        if (keep) memcpy(keep, S, (size_t)KV * sizeof(float));
-        if (gated) chunk_cumgate(a, t0, L, h, b);
-        chunk_state_step(gemm, S, a->k + (t0 * H + h) * K, a->v + (t0 * H + h) * V, ldk, ldv, L,
-                         K, V, b, gated, Kd, w);
-    }
+    // Pass 1: S_T, and what pass 2 needs of the boundary states S_[c].
+    sg_step_ctx sc = { a, bos, eos, h, &bf };
+    la_ckpt ck = { bf.ckpt, bf.grp, la_ckpt_group((a->maxlen + C - 1) / C), nch, KV };
+    la_state_load(bf.ST, a->init, n * H + h, KV);
+    la_ckpt_run(&ck, bf.ST, sg_chunk_step, &sc);
     // Pass 2: reverse over chunks.
     if (a->dfinal) memcpy(dS, a->dfinal + (n * H + h) * KV, (size_t)KV * sizeof(float));
     else memset(dS, 0, (size_t)KV * sizeof(float));
     double suffix = a->g ? dot_f64(bf.ST, dS, KV) : 0.0;  // <S_T, dS_T>
     for (int64_t c = nch - 1; c >= 0; c--) {
-        if (nch > M && (c == nch - 1 || c % M == M - 1)) {  // replay group c / M
-            const int64_t c0 = c / M * M;
-            memcpy(bf.grp, bf.ckpt + (c / M) * KV, (size_t)KV * sizeof(float));
-            for (int64_t r = c0; r < c; r++) {
-                const int64_t t0 = bos + r * C, L = LA_MIN(C, eos - t0);
-                float * Sr = bf.grp + (r - c0 + 1) * KV;
-                memcpy(Sr, Sr - KV, (size_t)KV * sizeof(float));
-                if (gated) chunk_cumgate(a, t0, L, h, b);
-                chunk_state_step(gemm, Sr, a->k + (t0 * H + h) * K, a->v + (t0 * H + h) * V, ldk,
-                                 ldv, L, K, V, b, gated, Kd, w);
-            }
-        }
         const int64_t t0 = bos + c * C, L = LA_MIN(C, eos - t0);
         const float * Qc = a->q + (t0 * H + h) * K;
         const float * Kc = a->k + (t0 * H + h) * K;
         const float * Vc = a->v + (t0 * H + h) * V;
         const float * dOc = a->dout + (t0 * H + h) * V;
-        const float * Sc = bf.grp + (c % M) * KV;
+        const float * Sc = la_ckpt_state(&ck, c, sg_chunk_step, &sc);
         float * dQc = a->dq + (t0 * H + h) * K;
         float * dKc = a->dk + (t0 * H + h) * K;
         float * dVc = a->dv + (t0 * H + h) * V;
