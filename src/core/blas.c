@@ -1,8 +1,8 @@
 // sgemm through CBLAS, with OpenBLAS loaded at run time.
 //
 // Why dlopen: OpenBLAS 0.3.21 (Debian 12) picks its kernels in a load-time constructor from
-// the CPU model, and on AVX-512 CPUs it does not know (e.g. AMD Zen 4) it falls back to a
-// generic kernel about 5x slower than its SKYLAKEX kernel. The choice can only be overridden
+// the CPU model, and on AVX-512 CPUs it does not know it falls back to a generic kernel several
+// times slower than its SKYLAKEX kernel. The choice can only be overridden
 // through OPENBLAS_CORETYPE before the library is loaded, so linattn loads it itself: when the
 // CPU has the AVX-512 subsets the SKYLAKEX kernels use (F, CD, BW, DQ, VL) and the user has not
 // set OPENBLAS_CORETYPE, it sets SKYLAKEX first. Other CPUs keep OpenBLAS's own detection.
