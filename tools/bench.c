@@ -6,6 +6,7 @@
 // forward+backward = 3x forward: "model FLOPs"). Before timing, each fast form is checked against
 // the reference form on a small problem; a mismatch stops the benchmark.
 #include "cli.h"
+#include "internal.h"
 #include "opset.h"
 
 #include <math.h>
@@ -49,10 +50,7 @@ static double sgemm_rate(int nt, int64_t n) {
         double t0 = cli_now();
 #pragma omp parallel num_threads(nt)
         {
-            int id = 0;
-#ifdef _OPENMP
-            id = omp_get_thread_num();
-#endif
+            const int id = la_thread_index();
             float * A = buf + (size_t)id * 3 * (size_t)(n * n);
             la_sgemm(false, false, n, n, n, 1.0f, A, n, A + n * n, n, 0.0f, A + 2 * n * n, n);
         }
@@ -72,10 +70,7 @@ static double stream_rate(int nt) {
     double times[5];
 #pragma omp parallel num_threads(nt)
     {
-        int id = 0;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-#endif
+        const int id = la_thread_index();
         float * x = buf + (size_t)id * (size_t)n;
         for (int64_t i = 0; i < n; i++) x[i] = 1.0f;
     }
@@ -83,10 +78,7 @@ static double stream_rate(int nt) {
         double t0 = cli_now();
 #pragma omp parallel num_threads(nt)
         {
-            int id = 0;
-#ifdef _OPENMP
-            id = omp_get_thread_num();
-#endif
+            const int id = la_thread_index();
             float * restrict x = buf + (size_t)id * (size_t)n;
             for (int64_t i = 0; i < n; i++) x[i] = 0.999f * x[i] + 0.001f;
         }

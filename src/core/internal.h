@@ -99,6 +99,15 @@ static inline float la_opts_scale(const la_opts * opts, int64_t K) {
 }
 int32_t la_nthreads(void);
 
+// Index of the calling thread inside a parallel region (0 outside one, and without OpenMP).
+static inline int la_thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 // Runs fn(ctx, task, scratch) for task in [0, ntask) on la_slots(ntask) threads, statically
 // split; the thread with index i gets scratch = ws + i * per bytes. Each task must write only
 // its own outputs, so results do not depend on the thread count.

@@ -84,10 +84,7 @@ int32_t la_nthreads(void) { return la_get_num_threads(); }
 void la_run_tasks(int64_t ntask, void * ws, size_t per, la_task_fn fn, const void * ctx) {
 #pragma omp parallel for schedule(static) num_threads(la_slots(ntask))
     for (int64_t task = 0; task < ntask; task++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+        const int tid = la_thread_index();
         fn(ctx, task, (char *)ws + (size_t)tid * per);
     }
 }

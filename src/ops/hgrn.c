@@ -89,10 +89,7 @@ static void load_state(float * h, const float * init, int64_t n, int64_t D, int6
 }
 
 static inline float * thread_scratch(const hg_args * a) {
-    int tid = 0;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-#endif
+    const int tid = la_thread_index();
     return a->scratch + (size_t)tid * (size_t)(2 * a->Dpad);
 }
 

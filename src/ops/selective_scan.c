@@ -586,10 +586,7 @@ static la_status ss_run(ss_args * a, bool backward) {
     const int64_t ntask = a->N * a->nblk;
 #pragma omp parallel for schedule(static) if (a->ntok * a->Dm * a->Nst >= SS_PAR_MIN)
     for (int64_t i = 0; i < ntask; i++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+        const int tid = la_thread_index();
         float * w = (float *)((char *)thr + (size_t)tid * per);
         const int64_t n = i / a->nblk, blk = i % a->nblk;
         if (backward) bwd_task(a, n, blk, w);
