@@ -119,6 +119,8 @@ typedef struct la_shape {
     int64_t H;  // heads
     int64_t K;  // key (query) head dim
     int64_t V;  // value head dim
+    int64_t HV; // value heads of grouped-value ops (gated_delta_rule, kda; OPS.md 1.8):
+                // 0 means H. Other ops require 0 or H.
 } la_shape;
 
 typedef struct la_opts {
@@ -129,6 +131,14 @@ typedef struct la_opts {
     int64_t         n_seqs;      // N when cu_seqlens is set
     void *          work;        // caller-owned scratch (any alignment), or NULL: the op allocates
     size_t          work_size;   // bytes at work
+    // In-kernel conveniences of the delta-rule family (OPS.md 1.7); every other op rejects
+    // them. Backward differentiates through them, back to the raw inputs.
+    bool            use_qk_l2norm_in_kernel;     // delta_rule, gated_delta_rule, kda
+    bool            use_beta_sigmoid_in_kernel;  // gated_delta_rule, kda: beta = sigmoid(raw)
+    bool            allow_neg_eigval;            // with the sigmoid: beta = 2 sigmoid(raw)
+    bool            use_gate_in_kernel;          // gated_delta_rule, kda: g from raw + A_log, dt_bias
+    float           lower_bound;                 // kda with the gate flag: < 0 selects the
+                                                 // lower-bound gate; 0 = off
 } la_opts;
 
 LA_API la_opts la_opts_default(void);
@@ -344,6 +354,116 @@ LA_API la_status la_selective_scan_backward(float * du, float * ddelta, float * 
                                             bool delta_softplus, const float * initial_state,
                                             int64_t B, int64_t T, int64_t Dm, int64_t Nst,
                                             const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// The delta-rule family (OPS.md 2.6-2.12; chunk forms ALGORITHMS.md 3.3-3.6)
+//
+//   delta_rule        u_t = beta_t (v_t - S_{t-1}^T k_t) ;        S_t = S_{t-1} + k_t u_t^T
+//   gated_delta_rule  P = exp(g_t) S_{t-1} ;  u_t = beta_t (v_t - P^T k_t) ;  S_t = P + k_t u_t^T
+//   kda               P = Diag(exp(g_t)) S_{t-1} ; then as gated_delta_rule
+//   dplr_delta_rule   S_t = Diag(exp(gk_t)) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T
+//   iplr_delta_rule   dplr with gk = 0
+//   rwkv7             dplr(q = r, gk = w), default scale 1.0
+//   every op          o_t = s S_t^T q_t
+//
+//   q, k, dq, dk                  (B, T, H, K)
+//   v, o, dv, do                  (B, T, HV, V)   HV = sh.HV (0: H); only gated_delta_rule and
+//                                                 kda accept HV != H, with HV % H == 0 (value
+//                                                 head hv reads q/k head hv / (HV/H))
+//   beta, dbeta                   (B, T, HV)      NULL for delta_rule means beta = 1 (as fla)
+//   g, dg                         gated_delta_rule (B, T, HV); kda (B, T, HV, K)   log gates,
+//                                 or raw gate inputs with opts.use_gate_in_kernel
+//   A_log, dA_log                 (HV)            with use_gate_in_kernel (A_log may be NULL
+//                                                 only for kda's lower-bound gate)
+//   dt_bias, ddt_bias             gated_delta_rule (HV); kda (HV * K); optional
+//   a, b, gk, da, db, dgk         (B, T, H, K)    dplr (gk NULL selects iplr semantics)
+//   states                        (N, HV, K, V)
+// With the flags off, beta and g are used as given (post-sigmoid beta, log gate g <= 0).
+// Gradients are overwritten; a gradient pointer must be non-NULL exactly when its input is
+// (dA_log, ddt_bias likewise). The forms: REF (plain recurrence), RECURRENT (decode and
+// reference-speed prefill, state tiles kept in L1) and CHUNK (WY/UT transform: one triangular
+// solve per chunk, the rest matrix products; per-channel gates by secondary chunking).
+LA_API size_t la_delta_rule_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_delta_rule_forward(float * o, float * final_state, const float * q,
+                                       const float * k, const float * v, const float * beta,
+                                       const float * initial_state, la_shape sh,
+                                       const la_opts * opts);
+LA_API la_status la_delta_rule_backward(float * dq, float * dk, float * dv, float * dbeta,
+                                        float * dinitial_state, const float * dout,
+                                        const float * dfinal_state, const float * q,
+                                        const float * k, const float * v, const float * beta,
+                                        const float * initial_state, la_shape sh,
+                                        const la_opts * opts);
+
+LA_API size_t la_gated_delta_rule_workspace_size(bool backward, la_shape sh,
+                                                 const la_opts * opts);
+LA_API la_status la_gated_delta_rule_forward(float * o, float * final_state, const float * q,
+                                             const float * k, const float * v, const float * g,
+                                             const float * beta, const float * A_log,
+                                             const float * dt_bias, const float * initial_state,
+                                             la_shape sh, const la_opts * opts);
+LA_API la_status la_gated_delta_rule_backward(float * dq, float * dk, float * dv, float * dg,
+                                              float * dbeta, float * dA_log, float * ddt_bias,
+                                              float * dinitial_state, const float * dout,
+                                              const float * dfinal_state, const float * q,
+                                              const float * k, const float * v, const float * g,
+                                              const float * beta, const float * A_log,
+                                              const float * dt_bias, const float * initial_state,
+                                              la_shape sh, const la_opts * opts);
+
+LA_API size_t la_kda_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_kda_forward(float * o, float * final_state, const float * q, const float * k,
+                                const float * v, const float * g, const float * beta,
+                                const float * A_log, const float * dt_bias,
+                                const float * initial_state, la_shape sh, const la_opts * opts);
+LA_API la_status la_kda_backward(float * dq, float * dk, float * dv, float * dg, float * dbeta,
+                                 float * dA_log, float * ddt_bias, float * dinitial_state,
+                                 const float * dout, const float * dfinal_state, const float * q,
+                                 const float * k, const float * v, const float * g,
+                                 const float * beta, const float * A_log, const float * dt_bias,
+                                 const float * initial_state, la_shape sh, const la_opts * opts);
+
+LA_API size_t la_dplr_delta_rule_workspace_size(bool backward, la_shape sh,
+                                                const la_opts * opts);
+LA_API la_status la_dplr_delta_rule_forward(float * o, float * final_state, const float * q,
+                                            const float * k, const float * v, const float * a,
+                                            const float * b, const float * gk,
+                                            const float * initial_state, la_shape sh,
+                                            const la_opts * opts);
+LA_API la_status la_dplr_delta_rule_backward(float * dq, float * dk, float * dv, float * da,
+                                             float * db, float * dgk, float * dinitial_state,
+                                             const float * dout, const float * dfinal_state,
+                                             const float * q, const float * k, const float * v,
+                                             const float * a, const float * b, const float * gk,
+                                             const float * initial_state, la_shape sh,
+                                             const la_opts * opts);
+
+LA_API size_t la_iplr_delta_rule_workspace_size(bool backward, la_shape sh,
+                                                const la_opts * opts);
+LA_API la_status la_iplr_delta_rule_forward(float * o, float * final_state, const float * q,
+                                            const float * k, const float * v, const float * a,
+                                            const float * b, const float * initial_state,
+                                            la_shape sh, const la_opts * opts);
+LA_API la_status la_iplr_delta_rule_backward(float * dq, float * dk, float * dv, float * da,
+                                             float * db, float * dinitial_state,
+                                             const float * dout, const float * dfinal_state,
+                                             const float * q, const float * k, const float * v,
+                                             const float * a, const float * b,
+                                             const float * initial_state, la_shape sh,
+                                             const la_opts * opts);
+
+// rwkv7: fla's argument order (r, w, k, v, a, b); opts.scale 0 selects 1.0 here.
+LA_API size_t la_rwkv7_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_rwkv7_forward(float * o, float * final_state, const float * r,
+                                  const float * w, const float * k, const float * v,
+                                  const float * a, const float * b, const float * initial_state,
+                                  la_shape sh, const la_opts * opts);
+LA_API la_status la_rwkv7_backward(float * dr, float * dw, float * dk, float * dv, float * da,
+                                   float * db, float * dinitial_state, const float * dout,
+                                   const float * dfinal_state, const float * r, const float * w,
+                                   const float * k, const float * v, const float * a,
+                                   const float * b, const float * initial_state, la_shape sh,
+                                   const la_opts * opts);
 
 // ---------------------------------------------------------------------------------------------
 // safetensors I/O

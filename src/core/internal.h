@@ -90,8 +90,11 @@ static inline void la_seq_bounds(const la_opts * opts, la_shape sh, int64_t n, i
     }
 }
 
-// Validates shape, cu_seqlens, chunk size; returns N through *n_out.
+// Validates shape, cu_seqlens, chunk size; returns N through *n_out. la_check_common also
+// rejects grouped value heads (sh.HV other than 0 or H) and the delta family's flags;
+// la_check_base leaves those to the delta-family drivers.
 la_status la_check_common(la_shape sh, const la_opts * opts, int64_t * n_out);
+la_status la_check_base(la_shape sh, const la_opts * opts, int64_t * n_out);
 
 int32_t la_opts_chunk(const la_opts * opts);
 static inline float la_opts_scale(const la_opts * opts, int64_t K) {

@@ -43,6 +43,15 @@ int32_t la_opts_chunk(const la_opts * opts) {
 
 la_status la_check_common(la_shape sh, const la_opts * opts, int64_t * n_out) {
     if (!opts) return LA_STATUS_INVALID_ARG;
+    if (sh.HV != 0 && sh.HV != sh.H) return LA_STATUS_SHAPE;
+    if (opts->use_qk_l2norm_in_kernel || opts->use_beta_sigmoid_in_kernel ||
+        opts->allow_neg_eigval || opts->use_gate_in_kernel || opts->lower_bound != 0.0f)
+        return LA_STATUS_INVALID_ARG;  // the delta family's flags (OPS.md 1.7)
+    return la_check_base(sh, opts, n_out);
+}
+
+la_status la_check_base(la_shape sh, const la_opts * opts, int64_t * n_out) {
+    if (!opts) return LA_STATUS_INVALID_ARG;
     if (sh.B < 1 || sh.T < 0 || sh.H < 1 || sh.K < 1 || sh.V < 1) return LA_STATUS_SHAPE;
     if (opts->chunk_size < 0 || opts->chunk_size > 256) return LA_STATUS_INVALID_ARG;
     if (opts->form != LA_FORM_CHUNK && opts->form != LA_FORM_RECURRENT &&

@@ -120,4 +120,36 @@ LA_REF_DECLARE_HGRN(double, _f64)
 LA_REF_DECLARE_SELECTIVE_SCAN(float, )
 LA_REF_DECLARE_SELECTIVE_SCAN(double, _f64)
 
+// Delta family (OPS.md 2.6-2.8) on effective inputs (after the in-kernel conveniences):
+// gate = LA_DN_GATE_NONE / SCALAR / CHANNEL (delta.h); HV = d.sh.HV value heads (> 0), value
+// head hv reads q/k head hv / (HV / H). q, k (B,T,H,K); v, o (B,T,HV,V); beta (B,T,HV);
+// g (B,T,HV) or (B,T,HV,K); dq, dk per value head (B,T,HV,K). States (N,HV,K,V).
+#define LA_REF_DECLARE_DELTA(R, SFX)                                                           \
+    int64_t la_delta_ref_ws_elems##SFX(la_ref_dims d);                                         \
+    void la_delta_fwd_ref##SFX(R * o, R * final_state, const R * q, const R * k, const R * v,  \
+                               const R * beta, const R * g, int gate,                          \
+                               const R * initial_state, la_ref_dims d, R * ws);                \
+    void la_delta_bwd_ref##SFX(R * dq, R * dk, R * dv, R * dbeta, R * dg, R * dinitial_state,  \
+                               const R * dout, const R * dfinal_state, const R * q,            \
+                               const R * k, const R * v, const R * beta, const R * g,          \
+                               int gate, const R * initial_state, la_ref_dims d, R * ws);
+
+LA_REF_DECLARE_DELTA(float, )
+LA_REF_DECLARE_DELTA(double, _f64)
+
+// dplr (OPS.md 2.9): q, k, a, b, gk (B,T,H,K), gk may be NULL (iplr); v, o (B,T,H,V).
+// States (N,H,K,V).
+#define LA_REF_DECLARE_DPLR(R, SFX)                                                            \
+    int64_t la_dplr_ref_ws_elems##SFX(la_ref_dims d);                                          \
+    void la_dplr_fwd_ref##SFX(R * o, R * final_state, const R * q, const R * k, const R * v,   \
+                              const R * a, const R * b, const R * gk, const R * initial_state, \
+                              la_ref_dims d, R * ws);                                          \
+    void la_dplr_bwd_ref##SFX(R * dq, R * dk, R * dv, R * da, R * db, R * dgk,                 \
+                              R * dinitial_state, const R * dout, const R * dfinal_state,      \
+                              const R * q, const R * k, const R * v, const R * a, const R * b, \
+                              const R * gk, const R * initial_state, la_ref_dims d, R * ws);
+
+LA_REF_DECLARE_DPLR(float, )
+LA_REF_DECLARE_DPLR(double, _f64)
+
 #endif
