@@ -37,7 +37,11 @@ typedef struct la_intra {
     double * bz;     // (C+1, K) CHANNEL, (C+1) SCALAR: row 0 = b_{-1} = 0, row r+1 = b_r
     float *  al;     // (C, K) CHANNEL: per-token decays exp(g_r)
     // scratch (L, K) unless noted
-    float *  ex, * ey, * Xh, * Yh, * Xs, * f, * w, * D, * dXs, * dYs, * dXh, * dYh;
+    float *  ex, * ey, * Xh, * Yh, * Xs, * f, * w;   // CHANNEL: anchored operands
+    float *  D;                                       // (C, C) SCALAR/NONE: the decay mask
+    float *  dXs, * dYs;                              // per-term gradients
+    float *  dXh, * dYh;                              // CHANNEL backward
+    float *  dAm;                                     // (C, C) SCALAR/NONE backward: dA o D
 } la_intra;
 
 // Bytes of scratch la_intra_init carves (64-byte aligned pieces).
