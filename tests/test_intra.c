@@ -17,6 +17,13 @@
 
 static const double TOL = 2e-5;
 
+// The log gate of row r, channel i (0 without a gate).
+static double gate_at(int mode, const float * g, int64_t r, int64_t i, int64_t K) {
+    if (mode == LA_INTRA_CHANNEL) return (double)g[r * K + i];
+    if (mode == LA_INTRA_SCALAR) return (double)g[r];
+    return 0.0;
+}
+
 typedef struct ref_out {
     double * A, * dX, * dY, * dg;
 } ref_out;
@@ -28,8 +35,7 @@ static void brute(int mode, int shift, bool strict, double alpha, const float * 
     double * b = calloc((size_t)((L + 1) * K), sizeof(double));  // row j = b_{j-1}
     for (int64_t r = 0; r < L; r++)
         for (int64_t i = 0; i < K; i++) {
-            const double gi = mode == LA_INTRA_CHANNEL ? g[r * K + i]
-                              : mode == LA_INTRA_SCALAR ? g[r] : 0.0;
+            const double gi = gate_at(mode, g, r, i, K);
             b[(r + 1) * K + i] = b[r * K + i] + gi;
         }
     double * db = calloc((size_t)((L + 1) * K), sizeof(double));
@@ -136,11 +142,10 @@ static void run_case(la_rng * rng, int mode, int shift, bool strict, int64_t L, 
     for (int64_t i = 0; i < K; i++) {
         double b = 0, bl = 0;
         for (int64_t m = 0; m < L; m++)
-            bl += mode == LA_INTRA_CHANNEL ? g[m * K + i] : mode == LA_INTRA_SCALAR ? g[m] : 0.0;
+            bl += gate_at(mode, g, m, i, K);
         gLr[i] = exp(bl);
         for (int64_t r = 0; r < L; r++) {
-            const double gr =
-                mode == LA_INTRA_CHANNEL ? g[r * K + i] : mode == LA_INTRA_SCALAR ? g[r] : 0.0;
+            const double gr = gate_at(mode, g, r, i, K);
             const double bprev = b;
             b += gr;
             Er[r * K + i] = exp(shift ? bprev : b);

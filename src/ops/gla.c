@@ -14,7 +14,8 @@
 //   A_rc    = s sum_d q_rd k_cd e^{bq_rd - b_cd}   for r >= c (gla) / r > c (rwkv6),
 //   A_rr    = s q_r . (u o k_r)                    (rwkv6's bonus)
 // A needs care: the factorised form (Q o e^{b})(K o e^{-b})^T overflows once the in-chunk decay
-// passes -88. Secondary chunking splits the chunk into sub-chunks of LA_GLA_SUB rows:
+// passes -88. Secondary chunking (intra.h, shared with kda and dplr) splits the chunk into
+// sub-chunks:
 //   * off-diagonal blocks (sub-chunk I > J) are matrix products of
 //       Qh_I = Q_I o e^{bq_I - a_I}   (a_I = bq at the first row of I: at or before every row of I)
 //       Kh_J = K_J o e^{a_{J+1} - b_J} (a_{J+1} is at or after every row of J)
@@ -29,13 +30,12 @@
 //
 // Dimensions: B, T, H, K, V, N, C as in OPS.md. Threads split (sequence, head) pairs.
 #include "internal.h"
+#include "intra.h"
 #include "ref.h"
 #include "vexp.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#define LA_GLA_SUB 16  // secondary-chunk rows
 
 typedef struct dg_args {
     bool          rwkv;                 // read-then-write with bonus u (rwkv6)
@@ -245,91 +245,45 @@ static size_t rec_bytes(la_shape sh) {
 // Chunk form
 
 typedef struct ck_buf {
-    double * b;      // (C, K) cumulative gate b_r, in double: only differences of cumulative
-                     //        gates are rounded to float, so |b| ~ 1000 loses no accuracy
-    double * bq;     // (C, K) the gate the read sees: b_r (gla) or b_{r-1} (rwkv6); a view
-                     //        of b, shifted one row into a leading row of zeros for rwkv6
-    float *  al;     // (C, K) per-token decays exp(g_r)
-    float *  ebq;    // (C, K) e^{bq}
+    la_intra it;     // the chunk's cumulative gates and intra-chunk scores (intra.h)
+    float *  ebq;    // (C, K) e^{bq}: e^{b_r} (gla) or e^{b_{r-1}} (rwkv6)
     float *  eg;     // (C, K) e^{b_L - b}
     float *  Qg;     // (C, K) Q o e^{bq}
     float *  Kd;     // (C, K) K o e^{b_L - b}
-    float *  eq;     // (C, K) e^{bq_r - a_I}, a_I the anchor of r's sub-chunk
-    float *  ek;     // (C, K) e^{a_{J+1} - b_c}, for c in sub-chunk J
-    float *  Qh;     // (C, K) Q o eq
-    float *  Kh;     // (C, K) K o ek
-    float *  X;      // (C, K) rows of Qh_I o f_IJ for one column block J
-    float *  w;      // (K) running decay product
-    float *  f;      // (K) e^{a_I - a_{J+1}}
     float *  gL;     // (K) e^{b_L}
     float *  A;      // (C, C) intra-chunk scores
-    double * cum;    // (K) running cumulative gate
     double * acc;    // (K) suffix sum of dL/dB (backward)
     float *  nq;     // (K) q_{t+1} o dq_{t+1} (rwkv6 backward)
     float *  dA;     // (C, C) dO V^T (backward)
-    float *  dQh;    // (C, K) backward
-    float *  dKh;    // (C, K) backward
-    float *  dX;     // (C, K) backward
 } ck_buf;
 
-static size_t ck_layout(ck_buf * B, la_carver * cv, int64_t C, int64_t K, bool backward,
-                        bool rwkv) {
+static size_t ck_layout(ck_buf * B, la_carver * cv, int64_t C, int64_t K, bool backward) {
     const size_t ck = (size_t)(C * K) * 4, cc = (size_t)(C * C) * 4, k4 = (size_t)K * 4;
     size_t start = cv->used;
-    double * bz = la_carve(cv, (size_t)((C + 1) * K) * 8);  // (C+1, K): a zero row, then b
-    if (bz) memset(bz, 0, (size_t)K * 8);
-    B->b = bz ? bz + K : NULL;
-    B->bq = rwkv ? bz : B->b;
-    B->al = la_carve(cv, ck);
+    void * iw = la_carve(cv, la_intra_bytes(LA_INTRA_CHANNEL, C, K, backward));
+    if (iw) la_intra_init(&B->it, LA_INTRA_CHANNEL, C, K, backward, iw);
     B->ebq = la_carve(cv, ck);
     B->eg = la_carve(cv, ck);
     B->Qg = la_carve(cv, ck);
     B->Kd = la_carve(cv, ck);
-    B->eq = la_carve(cv, ck);
-    B->ek = la_carve(cv, ck);
-    B->Qh = la_carve(cv, ck);
-    B->Kh = la_carve(cv, ck);
-    B->X = la_carve(cv, ck);
-    B->w = la_carve(cv, k4);
-    B->f = la_carve(cv, k4);
     B->gL = la_carve(cv, k4);
     B->A = la_carve(cv, cc);
-    B->cum = la_carve(cv, (size_t)K * 8);
     B->acc = backward ? la_carve(cv, (size_t)K * 8) : NULL;
     B->nq = backward ? la_carve(cv, k4) : NULL;
     B->dA = backward ? la_carve(cv, cc) : NULL;
-    B->dQh = backward ? la_carve(cv, ck) : NULL;
-    B->dKh = backward ? la_carve(cv, ck) : NULL;
-    B->dX = backward ? la_carve(cv, ck) : NULL;
     return cv->used - start;
 }
 
-// Gates of one chunk (tokens t0 .. t0+L-1 of head h): b, bq, al, e^{bq}, e^{b_L - b}, e^{b_L},
-// and the scaled operands Qg = Q o e^{bq}, Kd = K o e^{b_L - b}.
+// Gates of one chunk (tokens t0 .. t0+L-1 of head h): e^{bq}, e^{b_L - b}, e^{b_L}, and the
+// scaled operands Qg = Q o e^{bq}, Kd = K o e^{b_L - b}.
 LA_CLONES
-static void ck_gates(const dg_args * x, const ck_buf * B, int64_t t0, int64_t L, int64_t h,
+static void ck_gates(const dg_args * x, ck_buf * B, int64_t t0, int64_t L, int64_t h,
                      const float * Qc, const float * Kc) {
     const int64_t H = x->sh.H, K = x->sh.K, ldk = H * K;
-    double * restrict cum = B->cum;
-    for (int64_t i = 0; i < K; i++) cum[i] = 0;
-    for (int64_t r = 0; r < L; r++) {
-        const float * g = x->gk + ((t0 + r) * H + h) * K;
-        double * br = B->b + r * K;
-        for (int64_t i = 0; i < K; i++) {
-            const double gi = (double)g[i];
-            cum[i] += gi < LA_GATE_FLOOR ? LA_GATE_FLOOR : gi;
-            br[i] = cum[i];
-        }
-        la_expf_vec(B->al + r * K, g, K);
-    }
-    const double * bL = B->b + (L - 1) * K;
-    for (int64_t e = 0; e < L * K; e++) B->ebq[e] = (float)B->bq[e];
-    la_expf_vec(B->ebq, B->ebq, L * K);
-    for (int64_t r = 0; r < L; r++)
-        for (int64_t i = 0; i < K; i++) B->eg[r * K + i] = (float)(bL[i] - B->b[r * K + i]);
-    la_expf_vec(B->eg, B->eg, L * K);
-    for (int64_t i = 0; i < K; i++) B->gL[i] = (float)bL[i];
-    la_expf_vec(B->gL, B->gL, K);
+    la_intra_load(&B->it, x->gk + (t0 * H + h) * K, ldk, L);
+    la_intra_ebx(&B->it, x->rwkv ? 1 : 0, B->ebq);
+    la_intra_etail(&B->it, B->eg);
+    la_intra_elast(&B->it, B->gL);
     for (int64_t r = 0; r < L; r++)
         for (int64_t i = 0; i < K; i++) {
             B->Qg[r * K + i] = Qc[r * ldk + i] * B->ebq[r * K + i];
@@ -337,94 +291,22 @@ static void ck_gates(const dg_args * x, const ck_buf * B, int64_t t0, int64_t L,
         }
 }
 
-// Rows [r0, r1) of sub-chunk I: eq, Qh; and (if another sub-chunk follows) ek, Kh for them.
-LA_CLONES
-static void ck_anchor(const dg_args * x, const ck_buf * B, int64_t L, const float * Qc,
-                      const float * Kc) {
-    const int64_t K = x->sh.K, ldk = x->sh.H * K, c = LA_GLA_SUB;
-    for (int64_t r0 = 0; r0 < L; r0 += c) {
-        const int64_t r1 = LA_MIN(r0 + c, L);
-        const double * aI = B->bq + r0 * K;
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = 0; i < K; i++) B->eq[r * K + i] = (float)(B->bq[r * K + i] - aI[i]);
-        la_expf_vec(B->eq + r0 * K, B->eq + r0 * K, (r1 - r0) * K);
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = 0; i < K; i++) B->Qh[r * K + i] = Qc[r * ldk + i] * B->eq[r * K + i];
-        if (r1 < L) {
-            const double * an = B->bq + r1 * K;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t i = 0; i < K; i++) B->ek[r * K + i] = (float)(an[i] - B->b[r * K + i]);
-            la_expf_vec(B->ek + r0 * K, B->ek + r0 * K, (r1 - r0) * K);
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t i = 0; i < K; i++)
-                    B->Kh[r * K + i] = Kc[r * ldk + i] * B->ek[r * K + i];
-        }
-    }
-}
-
-// X rows [(J+1)c, L) <- Qh_I o f_IJ with f_IJ = e^{a_I - a_{J+1}} (1 for I = J+1).
-LA_CLONES
-static void ck_stack(const dg_args * x, const ck_buf * B, int64_t L, int64_t J) {
-    const int64_t K = x->sh.K, c = LA_GLA_SUB;
-    const double * aJ1 = B->bq + (J + 1) * c * K;
-    for (int64_t r0 = (J + 1) * c; r0 < L; r0 += c) {
-        const int64_t r1 = LA_MIN(r0 + c, L);
-        const double * aI = B->bq + r0 * K;
-        for (int64_t i = 0; i < K; i++) B->f[i] = (float)(aI[i] - aJ1[i]);
-        la_expf_vec(B->f, B->f, K);
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = 0; i < K; i++) B->X[r * K + i] = B->Qh[r * K + i] * B->f[i];
-    }
-}
-
-// Diagonal sub-chunk blocks of A by running products of the per-token decays: for r > c,
-// e^{bq_r - b_c} = prod of al_m over m in (c, r - shift], shift = 1 for rwkv6 (it reads
-// b_{r-1}). The rwkv6 diagonal holds the bonus s q_r . (u o k_r).
-LA_CLONES
-static void ck_diag_fwd(const dg_args * x, const ck_buf * B, int64_t L, int64_t h,
-                        const float * Qc, const float * Kc) {
-    const int64_t K = x->sh.K, ldk = x->sh.H * K, c = LA_GLA_SUB, C = x->C;
-    const int64_t shift = x->rwkv ? 1 : 0;
-    float * restrict w = B->w;
-    for (int64_t r0 = 0; r0 < L; r0 += c) {
-        const int64_t r1 = LA_MIN(r0 + c, L);
-        for (int64_t cc = r0; cc < r1; cc++) {
-            const float * kc = Kc + cc * ldk;
-            memcpy(w, kc, (size_t)K * sizeof(float));
-            if (x->rwkv) {
-                const float * u = x->u + h * K, * qc = Qc + cc * ldk;
-                float d = 0.0f;
-                for (int64_t i = 0; i < K; i++) d += qc[i] * u[i] * kc[i];
-                B->A[cc * C + cc] = x->scale * d;
-            } else {
-                B->A[cc * C + cc] = x->scale * la_dot_lanes(Qc + cc * ldk, w, K);
-            }
-            for (int64_t r = cc + 1; r < r1; r++) {
-                const int64_t m = r - shift;
-                if (m >= cc + 1) {
-                    const float * am = B->al + m * K;
-                    for (int64_t i = 0; i < K; i++) w[i] *= am[i];
-                }
-                B->A[r * C + cc] = x->scale * la_dot_lanes(Qc + r * ldk, w, K);
-            }
-        }
-    }
-}
-
-// A (L, L; row stride C): the intra-chunk scores, zero above the diagonal.
-static void ck_intra(const dg_args * x, const ck_buf * B, int64_t L, int64_t h, const float * Qc,
+// A (L, L; row stride C): the intra-chunk scores s q_r . (k_c o e^{bq_r - b_c}) for r >= c
+// (gla) or r > c (rwkv6, whose read sees b_{r-1}), plus rwkv6's bonus s q_r . (u o k_r) on the
+// diagonal.
+static void ck_intra(const dg_args * x, ck_buf * B, int64_t L, int64_t h, const float * Qc,
                      const float * Kc) {
-    la_gemm_fn gemm = la_kern()->gemm;
-    const int64_t K = x->sh.K, c = LA_GLA_SUB, C = x->C;
-    for (int64_t r = 0; r < L; r++) memset(B->A + r * C, 0, (size_t)L * sizeof(float));
-    ck_anchor(x, B, L, Qc, Kc);
-    for (int64_t J = 0; (J + 1) * c < L; J++) {
-        ck_stack(x, B, L, J);
-        const int64_t r0 = (J + 1) * c;
-        gemm(false, true, L - r0, c, K, x->scale, B->X + r0 * K, K, B->Kh + J * c * K, K, 0.0f,
-             B->A + r0 * C + J * c, C);
+    const int64_t K = x->sh.K, ldk = x->sh.H * K, C = x->C;
+    la_intra_fwd(&B->it, x->rwkv ? 1 : 0, x->rwkv, x->scale, Qc, ldk, Kc, ldk, B->A, C);
+    if (x->rwkv) {
+        const float * u = x->u + h * K;
+        for (int64_t r = 0; r < L; r++) {
+            const float * qr = Qc + r * ldk, * kr = Kc + r * ldk;
+            float d = 0.0f;
+            for (int64_t i = 0; i < K; i++) d += qr[i] * u[i] * kr[i];
+            B->A[r * C + r] = x->scale * d;
+        }
     }
-    ck_diag_fwd(x, B, L, h, Qc, Kc);
 }
 
 // S <- Diag(e^{b_L}) S + Kd^T V.
@@ -454,7 +336,7 @@ static void ck_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     la_carver cv = { (char *)ws, 0 };
     float * S = la_carve(&cv, (size_t)(K * V) * 4);  // (K, V)
     ck_buf B;
-    ck_layout(&B, &cv, C, K, false, x->rwkv);
+    ck_layout(&B, &cv, C, K, false);
     int64_t bos, eos;
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
     S = la_state_begin(S, x->final, x->init, n * H + h, K * V);
@@ -472,51 +354,10 @@ static void ck_fwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     }
 }
 
-// Backward of the diagonal blocks: dq_r += s dA_rc (k_c o p), dk_c += s dA_rc (q_r o p), p the
-// running decay product of ck_diag_fwd (rwkv6's bonus diagonal is handled by the caller).
-LA_CLONES
-static void ck_diag_bwd(const dg_args * x, const ck_buf * B, int64_t L, const float * Qc,
-                        const float * Kc, float * dQc, float * dKc) {
-    const int64_t K = x->sh.K, ldk = x->sh.H * K, c = LA_GLA_SUB, C = x->C;
-    const int64_t shift = x->rwkv ? 1 : 0;
-    float * restrict p = B->w;
-    for (int64_t r0 = 0; r0 < L; r0 += c) {
-        const int64_t r1 = LA_MIN(r0 + c, L);
-        for (int64_t cc = r0; cc < r1; cc++) {
-            const float * restrict kc = Kc + cc * ldk;
-            float * restrict dkc = dKc + cc * ldk;
-            for (int64_t i = 0; i < K; i++) p[i] = 1.0f;
-            if (!x->rwkv) {
-                const float g = x->scale * B->dA[cc * C + cc];
-                const float * restrict qc = Qc + cc * ldk;
-                float * restrict dqc = dQc + cc * ldk;
-                for (int64_t i = 0; i < K; i++) {
-                    dqc[i] += g * kc[i];
-                    dkc[i] += g * qc[i];
-                }
-            }
-            for (int64_t r = cc + 1; r < r1; r++) {
-                const int64_t m = r - shift;
-                if (m >= cc + 1) {
-                    const float * restrict am = B->al + m * K;
-                    for (int64_t i = 0; i < K; i++) p[i] *= am[i];
-                }
-                const float g = x->scale * B->dA[r * C + cc];
-                const float * restrict qr = Qc + r * ldk;
-                float * restrict dqr = dQc + r * ldk;
-                for (int64_t i = 0; i < K; i++) {
-                    dqr[i] += g * kc[i] * p[i];
-                    dkc[i] += g * qr[i] * p[i];
-                }
-            }
-        }
-    }
-}
-
 // la_ckpt's step: S <- the state after chunk `chunk` of the task's sequence.
 typedef struct ck_step_ctx {
     const dg_args * x;
-    const ck_buf *  B;
+    ck_buf *        B;
     int64_t         bos, eos, h;
 } ck_step_ctx;
 
@@ -531,7 +372,7 @@ static void ck_chunk_step(const void * ctx, int64_t chunk, float * S) {
 
 static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     la_gemm_fn gemm = la_kern()->gemm;
-    const int64_t H = x->sh.H, K = x->sh.K, V = x->sh.V, C = x->C, KV = K * V, c = LA_GLA_SUB;
+    const int64_t H = x->sh.H, K = x->sh.K, V = x->sh.V, C = x->C, KV = K * V;
     const int64_t ldk = H * K, ldv = H * V;
     int64_t bos, eos;
     la_seq_bounds(x->opts, x->sh, n, &bos, &eos);
@@ -543,7 +384,7 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
     float * ST = la_carve(&cv, (size_t)KV * 4);         // (K, V) the final state S_T
     float * dS = la_carve(&cv, (size_t)KV * 4);         // (K, V) dL/dS_[c+1]
     ck_buf B;
-    ck_layout(&B, &cv, C, K, true, x->rwkv);
+    ck_layout(&B, &cv, C, K, true);
 
     // Pass 1: S_T, and what pass 2 needs of the boundary states S_[c].
     ck_step_ctx sc = { x, &B, bos, eos, h };
@@ -585,35 +426,9 @@ static void ck_bwd_task(const dg_args * x, int64_t n, int64_t h, float * ws) {
         for (int64_t i = 0; i < K; i++)
             for (int64_t j = 0; j < V; j++) dS[i * V + j] *= B.gL[i];
         gemm(true, false, K, V, L, x->scale, B.Qg, K, dOc, ldv, 1.0f, dS, V);
-        // Off-diagonal sub-chunk blocks: A_IJ = s X_IJ Kh_J^T with X_IJ = Qh_I o f_IJ.
-        for (int64_t r = 0; r < L; r++) memset(B.dQh + r * K, 0, (size_t)K * sizeof(float));
-        for (int64_t J = 0; (J + 1) * c < L; J++) {
-            const int64_t r0 = (J + 1) * c;
-            ck_stack(x, &B, L, J);
-            const float * dAJ = B.dA + r0 * C + J * c;
-            // dX = s dA_J Kh_J -> dQh_I += dX_I o f_IJ (f = X / Qh, recomputed per block)
-            gemm(false, false, L - r0, K, c, x->scale, dAJ, C, B.Kh + J * c * K, K, 0.0f,
-                 B.dX + r0 * K, K);
-            const double * aJ1 = B.bq + r0 * K;
-            for (int64_t q0 = r0; q0 < L; q0 += c) {
-                const int64_t q1 = LA_MIN(q0 + c, L);
-                for (int64_t i = 0; i < K; i++) B.f[i] = (float)(B.bq[q0 * K + i] - aJ1[i]);
-                la_expf_vec(B.f, B.f, K);
-                for (int64_t r = q0; r < q1; r++)
-                    for (int64_t i = 0; i < K; i++) B.dQh[r * K + i] += B.dX[r * K + i] * B.f[i];
-            }
-            // dKh_J = s dA_J^T X
-            gemm(true, false, c, K, L - r0, x->scale, dAJ, C, B.X + r0 * K, K, 0.0f,
-                 B.dKh + J * c * K, K);
-        }
-        for (int64_t r = 0; r < L; r++) {
-            const bool has_kh = r < ((L - 1) / c) * c;  // sub-chunks followed by another
-            for (int64_t i = 0; i < K; i++) {
-                dQc[r * ldk + i] += B.dQh[r * K + i] * B.eq[r * K + i];
-                if (has_kh) dKc[r * ldk + i] += B.dKh[r * K + i] * B.ek[r * K + i];
-            }
-        }
-        ck_diag_bwd(x, &B, L, Qc, Kc, dQc, dKc);
+        // Intra-chunk scores (rwkv6's bonus diagonal is handled below, outside the gate sum).
+        la_intra_bwd(&B.it, x->rwkv ? 1 : 0, x->rwkv, x->scale, B.dA, C, Qc, ldk, Kc, ldk, dQc,
+                     ldk, dKc, ldk, NULL);
         // Gate gradient: suffix sums of dL/dB over the sequence (gated parts of dq, dk).
         float * dgc = x->dgk + (t0 * H + h) * K;
         for (int64_t r = L - 1; r >= 0; r--) {
@@ -664,7 +479,7 @@ static size_t per_thread_bytes(bool backward, bool rwkv, la_shape sh, const la_o
         s = la_align_up((size_t)(la_ckpt_count(nch, M) * KV) * 4) +
             la_align_up((size_t)(M * KV) * 4) + 2 * la_align_up((size_t)KV * 4);
     }
-    return s + la_align_up(ck_layout(&B, &cv, C, sh.K, backward, rwkv));
+    return s + la_align_up(ck_layout(&B, &cv, C, sh.K, backward));
 }
 
 static size_t dg_workspace(bool backward, bool rwkv, la_shape sh, const la_opts * opts) {

@@ -87,6 +87,7 @@ void la_intra_load(la_intra * it, const float * g, int64_t ldg, int64_t L) {
 }
 
 // e^{bz[row j] - ref} for j = j0 + r into E (L, K); ref = NULL means 0.
+LA_CLONES
 static void exp_rows(const la_intra * it, int64_t j0, const double * ref, float * E) {
     const int64_t K = it->K, L = it->L;
     if (it->mode == LA_INTRA_NONE) {
@@ -110,6 +111,7 @@ static void exp_rows(const la_intra * it, int64_t j0, const double * ref, float 
 
 void la_intra_ebx(const la_intra * it, int shift, float * E) { exp_rows(it, 1 - shift, NULL, E); }
 
+LA_CLONES
 void la_intra_etail(const la_intra * it, float * F) {
     // e^{b_{L-1} - b_r}: the reference row is bz[L]; flip the sign by computing
     // e^{-(b_r - b_{L-1})} through exp_rows on negated differences.
@@ -134,6 +136,7 @@ void la_intra_etail(const la_intra * it, float * F) {
     la_expf_vec(F, F, L * K);
 }
 
+LA_CLONES
 void la_intra_elast(const la_intra * it, float * gL) {
     const int64_t K = it->K, L = it->L;
     if (it->mode == LA_INTRA_NONE) {
@@ -150,6 +153,7 @@ void la_intra_elast(const la_intra * it, float * gL) {
 // ---------------------------------------------------------------------------------------------
 // Scalar gate / no gate: D_rc = e^{bx_r - b_c} on the pattern, 0 elsewhere (masked first).
 
+LA_CLONES
 static void scalar_mask(const la_intra * it, int shift, bool strict, float * D) {
     const int64_t L = it->L, C = it->C;
     for (int64_t r = 0; r < L; r++) {
@@ -198,6 +202,7 @@ static void chan_operands(la_intra * it, int shift, const float * X, int64_t ldx
 }
 
 // f <- e^{a_I - a_{J+1}} for the sub-chunk starting at row q0, column block J.
+LA_CLONES
 static void chan_f(la_intra * it, int shift, int64_t q0, int64_t J) {
     const int64_t K = it->K;
     const double * bx = it->bz + (1 - shift) * K;
@@ -385,6 +390,7 @@ void la_intra_bwd(la_intra * it, int shift, bool strict, float alpha, const floa
     fold_terms(it, shift, X, ldx, Y, ldy, dX, lddx, dY, lddy, dbz);
 }
 
+LA_CLONES
 void la_intra_dgate(const la_intra * it, const double * dbz, float * dg, int64_t ldg) {
     const int64_t K = it->K, L = it->L;
     if (it->mode == LA_INTRA_CHANNEL) {
