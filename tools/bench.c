@@ -163,7 +163,7 @@ static void bench_decode(const bench_cfg * cfg, FILE * csv) {
         const double bw = stream_rate(nt);
         printf("\n== decode, %d thread%s: memory bandwidth %.1f GB/s (read+write, %d x 64 MiB)\n",
                nt, nt > 1 ? "s" : "", bw, nt);
-        printf("%-14s %-12s %5s %10s %12s %10s %8s %10s\n", "op", "variant", "N", "state KiB",
+        printf("%-16s %-12s %5s %10s %12s %10s %8s %10s\n", "op", "variant", "N", "state KiB",
                "us/step", "tokens/s", "GB/s", "%bandwidth");
         const int64_t Ns[2] = { 1, 64 };
         for (int op = 0; op < la_opset_count; op++) {
@@ -184,7 +184,7 @@ static void bench_decode(const bench_cfg * cfg, FILE * csv) {
                 }
                 qsort(ts, (size_t)n, sizeof(double), cmp_double);
                 const double s = ts[n / 2], gbs = bytes / s * 1e-9;
-                printf("%-14s %-12s %5lld %10.0f %12.1f %10.0f %8.1f %9.1f%%\n", la_opset[op].name,
+                printf("%-16s %-12s %5lld %10.0f %12.1f %10.0f %8.1f %9.1f%%\n", la_opset[op].name,
                        la_opset[op].note[0] ? la_opset[op].note : "-", (long long)Ns[b],
                        bytes / 2 / 1024, s * 1e6, (double)Ns[b] / s, gbs, 100.0 * gbs / bw);
                 if (csv)
@@ -447,7 +447,7 @@ int cmd_bench(int argc, char ** argv) {
         const double sg = sgemm_rate(nt, 1024);
         printf("\n== %d thread%s: sgemm %.1f GFLOP/s (%s, 1024^3%s)\n", nt, nt > 1 ? "s" : "", sg,
                la_blas_backend(), nt > 1 ? " per thread, run concurrently" : "");
-        printf("%-14s %-12s %-9s %-7s %7s %10s %12s %9s %8s\n", "op", "variant", "form", "pass",
+        printf("%-16s %-12s %-9s %-7s %7s %10s %12s %9s %8s\n", "op", "variant", "form", "pass",
                "T", "ms", "tokens/s", "GFLOP/s", "%sgemm");
         for (int op = 0; op < la_opset_count; op++) {
             if (!cfg.ops[op]) continue;
@@ -465,7 +465,7 @@ int cmd_bench(int argc, char ** argv) {
                         double flops = op_flops_per_token(op, form, sh, cfg.C) * (double)sh.T *
                                        (double)sh.H * (p ? 3.0 : 1.0);
                         double gf = flops / s * 1e-9;
-                        printf("%-14s %-12s %-9s %-7s %7lld %10.2f %12.0f %9.1f %7.1f%%\n",
+                        printf("%-16s %-12s %-9s %-7s %7lld %10.2f %12.0f %9.1f %7.1f%%\n",
                                la_opset[op].name, la_opset[op].note[0] ? la_opset[op].note : "-",
                                la_form_str(form), p ? "fwd+bwd" : "fwd", (long long)sh.T,
                                s * 1e3, (double)sh.T / s, gf, 100.0 * gf / sg);
@@ -482,7 +482,7 @@ int cmd_bench(int argc, char ** argv) {
                 }
                 for (int p = 0; p < 2; p++)
                     if (t8k[p] > 0 && t64k[p] > 0)
-                        printf("%-14s %-12s %-9s %-7s T=65536 / T=8192 time ratio %.2f (linear: 8)\n",
+                        printf("%-16s %-12s %-9s %-7s T=65536 / T=8192 time ratio %.2f (linear: 8)\n",
                                la_opset[op].name, la_opset[op].note[0] ? la_opset[op].note : "-",
                                la_form_str(form), p ? "fwd+bwd" : "fwd", t64k[p] / t8k[p]);
             }

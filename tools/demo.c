@@ -33,7 +33,7 @@ int cmd_demo(int argc, char ** argv) {
            la_get_num_threads(), la_cpu_isa());
     printf("Every mixer in three forms; 'diff' is max|form - ref| / max|ref| for the output o\n"
            "and for a gradient from the backward pass.\n\n");
-    printf("%-14s %-12s %-10s %10s %12s %10s %10s %10s\n", "op", "variant", "form", "fwd ms",
+    printf("%-16s %-12s %-10s %10s %12s %10s %10s %10s\n", "op", "variant", "form", "fwd ms",
            "fwd tok/s", "bwd ms", "diff o", "diff grad");
     bool all_ok = true;
     for (int op = 0; op < la_opset_count; op++) {
@@ -57,7 +57,7 @@ int cmd_demo(int argc, char ** argv) {
             double d1 = rel_diff(o, oref, n1), d2 = rel_diff(g, gref, n2);
             bool ok = d1 < 1e-4 && d2 < 1e-4;
             all_ok &= ok;
-            printf("%-14s %-12s %-10s %10.1f %12.0f %10.1f %10.1e %10.1e%s\n", la_opset[op].name,
+            printf("%-16s %-12s %-10s %10.1f %12.0f %10.1f %10.1e %10.1e%s\n", la_opset[op].name,
                    la_opset[op].note[0] ? la_opset[op].note : "-", la_form_str((la_form)f),
                    tf[f] * 1e3, (double)sh.T / tf[f], tb[f] * 1e3, d1, d2,
                    ok ? "" : "  DISAGREE");

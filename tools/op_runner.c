@@ -460,6 +460,129 @@ static void op_selective_scan(run_ctx * c) {
                  "backward");
 }
 
+// The delta family. Axis J is the number of value heads HV (gated_delta_rule, kda: a multiple
+// of H); delta_rule and the dplr ops have HV = H.
+typedef enum { DN_DELTA, DN_GDN, DN_KDA } dn_kind;
+
+static void run_dn_family(run_ctx * c, dn_kind kind) {
+    const bool gate_in = (c->given & OPF_GATE_IN_KERNEL) != 0;
+    const char * vh = kind == DN_DELTA ? "BTHV" : "BTJV";
+    const float * q = load_f32(c, "q", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, vh);
+    const float * g = kind == DN_DELTA ? NULL : load_f32(c, "g", true, kind == DN_KDA ? "BTJK" : "BTJ");
+    const float * beta = load_f32(c, "beta", kind != DN_DELTA, kind == DN_DELTA ? "BTH" : "BTJ");
+    const float * A_log = NULL, * dt_bias = NULL;
+    if (kind != DN_DELTA) {
+        if (!gate_in && (la_st_find(c->in, "A_log") || la_st_find(c->in, "dt_bias")))
+            cli_die("%s: 'A_log' and 'dt_bias' are read only with --use-gate-in-kernel", c->in_path);
+        if (gate_in) {
+            // kda's lower-bound gate may go without A_log (g = lb sigmoid(g_raw + dt_bias)).
+            const bool lb = (c->given & OPF_LOWER_BOUND) != 0;
+            A_log = load_f32(c, "A_log", !(kind == DN_KDA && lb), "J");
+            dt_bias = load_f32(c, "dt_bias", false, kind == DN_KDA ? "X" : "J");
+            if (dt_bias && kind == DN_KDA && c->dim['X'] != c->dim['J'] * c->dim['K'])
+                cli_die("%s: kda's dt_bias must have HV*K = %lld entries, has %lld", c->in_path,
+                        (long long)(c->dim['J'] * c->dim['K']), (long long)c->dim['X']);
+        }
+    }
+    load_cu_seqlens(c);
+    const char * st = kind == DN_DELTA ? "NHKV" : "NJKV";
+    const float * s0 = load_f32(c, "initial_state", false, st);
+    const float * dout = c->backward ? load_f32(c, "do", true, vh) : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, st) : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    if (kind != DN_DELTA) {
+        sh.HV = c->dim['J'];
+        if (sh.HV < 1 || sh.HV % sh.H != 0)
+            cli_die("%s: value heads HV = %lld must be a multiple of q/k heads H = %lld",
+                    c->in_path, (long long)sh.HV, (long long)sh.H);
+    }
+    float * o = out_f32(c, "o", vh);
+    float * fin = out_f32(c, "final_state", st);
+    la_status rs;
+    if (kind == DN_DELTA) rs = la_delta_rule_forward(o, fin, q, k, v, beta, s0, sh, &c->opts);
+    else if (kind == DN_GDN)
+        rs = la_gated_delta_rule_forward(o, fin, q, k, v, g, beta, A_log, dt_bias, s0, sh,
+                                         &c->opts);
+    else rs = la_kda_forward(o, fin, q, k, v, g, beta, A_log, dt_bias, s0, sh, &c->opts);
+    check_status(c, rs, "forward");
+    if (!c->backward) return;
+    float * dq = out_f32(c, "dq", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", vh);
+    float * dg = grad_for(c, g, "dg", kind == DN_KDA ? "BTJK" : "BTJ");
+    float * dbeta = grad_for(c, beta, "dbeta", kind == DN_DELTA ? "BTH" : "BTJ");
+    float * dA = grad_for(c, A_log, "dA_log", "J");
+    float * ddt = grad_for(c, dt_bias, "ddt_bias", kind == DN_KDA ? "X" : "J");
+    float * ds0 = grad_for(c, s0, "dinitial_state", st);
+    if (kind == DN_DELTA)
+        rs = la_delta_rule_backward(dq, dk, dv, dbeta, ds0, dout, dfin, q, k, v, beta, s0, sh,
+                                    &c->opts);
+    else if (kind == DN_GDN)
+        rs = la_gated_delta_rule_backward(dq, dk, dv, dg, dbeta, dA, ddt, ds0, dout, dfin, q, k,
+                                          v, g, beta, A_log, dt_bias, s0, sh, &c->opts);
+    else
+        rs = la_kda_backward(dq, dk, dv, dg, dbeta, dA, ddt, ds0, dout, dfin, q, k, v, g, beta,
+                             A_log, dt_bias, s0, sh, &c->opts);
+    check_status(c, rs, "backward");
+}
+
+static void op_delta_rule(run_ctx * c) { run_dn_family(c, DN_DELTA); }
+static void op_gated_delta_rule(run_ctx * c) { run_dn_family(c, DN_GDN); }
+static void op_kda(run_ctx * c) { run_dn_family(c, DN_KDA); }
+
+// dplr_delta_rule, iplr_delta_rule (no gk), rwkv7 (q is r, gk is w; scale 1 by default).
+typedef enum { DP_DPLR, DP_IPLR, DP_RWKV7 } dp_kind;
+
+static void run_dp_family(run_ctx * c, dp_kind kind) {
+    const bool rw = kind == DP_RWKV7;
+    const float * q = load_f32(c, rw ? "r" : "q", true, "BTHK");
+    const float * gk = kind == DP_IPLR ? NULL : load_f32(c, rw ? "w" : "gk", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, "BTHV");
+    const float * a = load_f32(c, "a", true, "BTHK");
+    const float * b = load_f32(c, "b", true, "BTHK");
+    load_cu_seqlens(c);
+    const float * s0 = load_f32(c, "initial_state", false, "NHKV");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    const float * dfin = c->backward ? load_f32(c, "dfinal_state", false, "NHKV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    float * o = out_f32(c, "o", "BTHV");
+    float * fin = out_f32(c, "final_state", "NHKV");
+    la_status rs;
+    if (kind == DP_DPLR)
+        rs = la_dplr_delta_rule_forward(o, fin, q, k, v, a, b, gk, s0, sh, &c->opts);
+    else if (kind == DP_IPLR)
+        rs = la_iplr_delta_rule_forward(o, fin, q, k, v, a, b, s0, sh, &c->opts);
+    else rs = la_rwkv7_forward(o, fin, q, gk, k, v, a, b, s0, sh, &c->opts);
+    check_status(c, rs, "forward");
+    if (!c->backward) return;
+    float * dq = out_f32(c, rw ? "dr" : "dq", "BTHK");
+    float * dgk = grad_for(c, gk, rw ? "dw" : "dgk", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", "BTHV");
+    float * da = out_f32(c, "da", "BTHK");
+    float * db = out_f32(c, "db", "BTHK");
+    float * ds0 = grad_for(c, s0, "dinitial_state", "NHKV");
+    if (kind == DP_DPLR)
+        rs = la_dplr_delta_rule_backward(dq, dk, dv, da, db, dgk, ds0, dout, dfin, q, k, v, a, b,
+                                         gk, s0, sh, &c->opts);
+    else if (kind == DP_IPLR)
+        rs = la_iplr_delta_rule_backward(dq, dk, dv, da, db, ds0, dout, dfin, q, k, v, a, b, s0,
+                                         sh, &c->opts);
+    else
+        rs = la_rwkv7_backward(dq, dgk, dk, dv, da, db, ds0, dout, dfin, q, gk, k, v, a, b, s0,
+                               sh, &c->opts);
+    check_status(c, rs, "backward");
+}
+
+static void op_dplr(run_ctx * c) { run_dp_family(c, DP_DPLR); }
+static void op_iplr(run_ctx * c) { run_dp_family(c, DP_IPLR); }
+static void op_rwkv7(run_ctx * c) { run_dp_family(c, DP_RWKV7); }
+
 typedef struct op_desc {
     const char * name;
     unsigned     flags;  // OPF_* the op accepts
@@ -484,6 +607,26 @@ static const op_desc g_ops[] = {
     { "selective_scan", OPF_CHUNK | OPF_DELTA_SOFTPLUS, op_selective_scan,
       "u, delta [B,T,D]; A [D,M]; B, C [B,T,M]; D [D]; delta_bias [D]; initial_state [N,D,M] "
       "(M = d_state; mamba_ssm's [B,D,T] layouts transposed)" },
+    { "delta_rule", OPF_SCALE | OPF_CHUNK | OPF_QK_L2NORM, op_delta_rule,
+      "q, k [B,T,H,K]; v [B,T,H,V]; beta [B,T,H] (absent: 1); initial_state [N,H,K,V]" },
+    { "gated_delta_rule",
+      OPF_SCALE | OPF_CHUNK | OPF_QK_L2NORM | OPF_BETA_SIGMOID | OPF_NEG_EIGVAL |
+          OPF_GATE_IN_KERNEL,
+      op_gated_delta_rule,
+      "q, k [B,T,H,K]; v [B,T,HV,V]; g, beta [B,T,HV]; with --use-gate-in-kernel A_log [HV], "
+      "dt_bias [HV]; initial_state [N,HV,K,V]" },
+    { "kda",
+      OPF_SCALE | OPF_CHUNK | OPF_QK_L2NORM | OPF_BETA_SIGMOID | OPF_NEG_EIGVAL |
+          OPF_GATE_IN_KERNEL | OPF_LOWER_BOUND,
+      op_kda,
+      "q, k [B,T,H,K]; v [B,T,HV,V]; g [B,T,HV,K]; beta [B,T,HV]; with --use-gate-in-kernel "
+      "A_log [HV], dt_bias [HV*K]; initial_state [N,HV,K,V]" },
+    { "dplr_delta_rule", OPF_SCALE | OPF_CHUNK, op_dplr,
+      "q, k, a, b, gk [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]" },
+    { "iplr_delta_rule", OPF_SCALE | OPF_CHUNK, op_iplr,
+      "q, k, a, b [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]" },
+    { "rwkv7", OPF_SCALE | OPF_CHUNK, op_rwkv7,
+      "r, w, k, a, b [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V] (scale 1 by default)" },
     { "mamba2", OPF_CHUNK, op_mamba2,
       "x [B,T,H,P]; dt [B,T,H]; A_log [H]; B, C [B,T,G,Nst]; D [H]; dt_bias [H]; "
       "initial_state [N,H,Nst,P]" },
@@ -495,7 +638,7 @@ static void op_usage(FILE * f) {
                "         [--form ref|recurrent|chunk] [--backward] [--threads N] [flags]\n"
                "\nops and their inputs (all take cu_seqlens [N+1] int64/int32 for varlen):\n");
     for (size_t i = 0; i < N_OPS; i++) {
-        fprintf(f, "  %-12s %s\n               flags:", g_ops[i].name, g_ops[i].inputs);
+        fprintf(f, "  %-16s %s\n                   flags:", g_ops[i].name, g_ops[i].inputs);
         for (size_t j = 0; j < N_FLAGS; j++)
             if (g_ops[i].flags & g_flags[j].bit) fprintf(f, " %s", g_flags[j].name);
         fputc('\n', f);
@@ -579,12 +722,24 @@ int cmd_op(int argc, char ** argv) {
         if (g_flags[j].bit == OPF_SCALE) {
             c->opts.scale = (float)cli_parse_double("--scale", c->flag_val[j], -1e6, 1e6);
             if (c->opts.scale == 0.0f) cli_die("--scale must be non-zero");
+        } else if (g_flags[j].bit == OPF_LOWER_BOUND) {
+            c->opts.lower_bound =
+                (float)cli_parse_double("--lower-bound", c->flag_val[j], -1e6, 0.0);
+            if (!(c->opts.lower_bound < 0.0f)) cli_die("--lower-bound must be negative");
+            if (!(c->given & OPF_GATE_IN_KERNEL))
+                cli_die("--lower-bound applies with --use-gate-in-kernel");
         } else if (g_flags[j].bit == OPF_CHUNK) {
             c->opts.chunk_size = (int32_t)cli_parse_int("--chunk-size", c->flag_val[j], 1, 256);
             if (c->opts.form != LA_FORM_CHUNK)
                 cli_die("--chunk-size applies only to --form chunk");
         }
     }
+    c->opts.use_qk_l2norm_in_kernel = (c->given & OPF_QK_L2NORM) != 0;
+    c->opts.use_beta_sigmoid_in_kernel = (c->given & OPF_BETA_SIGMOID) != 0;
+    c->opts.allow_neg_eigval = (c->given & OPF_NEG_EIGVAL) != 0;
+    c->opts.use_gate_in_kernel = (c->given & OPF_GATE_IN_KERNEL) != 0;
+    if (c->opts.allow_neg_eigval && !c->opts.use_beta_sigmoid_in_kernel)
+        cli_die("--allow-neg-eigval applies with --use-beta-sigmoid-in-kernel");
     char err[1024];
     if (la_st_open(&c->in, c->in_path, err, sizeof err) != LA_STATUS_OK) cli_die("%s", err);
     if (la_st_count(c->in) > (int64_t)(sizeof c->used / sizeof c->used[0]))

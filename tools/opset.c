@@ -7,7 +7,7 @@
 
 enum {
     OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2, OP_GLA, OP_RWKV6,
-    OP_HGRN, OP_SELECTIVE_SCAN
+    OP_HGRN, OP_SELECTIVE_SCAN, OP_DELTA_RULE, OP_GDN, OP_KDA, OP_DPLR, OP_RWKV7
 };
 
 const op_entry la_opset[] = {
@@ -20,6 +20,11 @@ const op_entry la_opset[] = {
     { "rwkv6", "" },
     { "hgrn", "D=H*V" },
     { "selective_scan", "D=H*V N=K" },
+    { "delta_rule", "beta [B,T,H]" },
+    { "gated_delta_rule", "g [B,T,H]" },
+    { "kda", "g [B,T,H,K]" },
+    { "dplr_delta_rule", "gk [B,T,H,K]" },
+    { "rwkv7", "w [B,T,H,K]" },
 };
 const int la_opset_count = sizeof la_opset / sizeof la_opset[0];
 
@@ -37,7 +42,12 @@ struct op_inst {
     // x / u = v, o = o; B = k and C = q (their first B*T*K entries).
     float *  xg, * dxg;                       // (B,T,D) hgrn gate / selective_scan delta
     float *  Am, * dAm;                       // (D, N) selective_scan A
+    float *  beta, * dbeta;                   // (B,T,H) delta family
+    float *  a, * b, * da, * db;              // (B,T,H,K) dplr / rwkv7 low-rank vectors
 };
+
+static bool is_delta(int w) { return w == OP_DELTA_RULE || w == OP_GDN || w == OP_KDA; }
+static bool is_dplr(int w) { return w == OP_DPLR || w == OP_RWKV7; }
 
 static uint64_t rng_next(uint64_t * s) {
     *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
@@ -67,6 +77,12 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     x->dA = malloc((size_t)sh.H * 4); x->dD = malloc((size_t)sh.H * 4);
     x->xg = malloc(fv); x->dxg = malloc(fv);
     x->Am = malloc((size_t)(sh.H * sh.V * sh.K) * 4); x->dAm = malloc((size_t)(sh.H * sh.V * sh.K) * 4);
+    x->beta = malloc(fg); x->dbeta = malloc(fg);
+    x->a = malloc(fq); x->b = malloc(fq); x->da = malloc(fq); x->db = malloc(fq);
+    if (!x->beta || !x->dbeta || !x->a || !x->b || !x->da || !x->db) {
+        op_inst_free(x);
+        return NULL;
+    }
     if (!x->q || !x->k || !x->v || !x->o || !x->dout || !x->dq || !x->dk || !x->dv || !x->g ||
         !x->dg || !x->A_log || !x->D || !x->dA || !x->dD || !x->gk || !x->dgk || !x->u || !x->du ||
         !x->xg || !x->dxg || !x->Am || !x->dAm) {
@@ -94,6 +110,23 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     if (which == OP_SELECTIVE_SCAN) fill(x->xg, x->nv, &s, 0.001f, 0.1f);  // delta (dt)
     else fill(x->xg, x->nv, &s, -0.3f, -0.001f);                          // hgrn log gate
     fill(x->Am, sh.H * sh.V * sh.K, &s, -4.0f, -0.5f);
+    fill(x->beta, x->ng, &s, 0.05f, 0.95f);
+    if (is_delta(which) || is_dplr(which)) {
+        // The delta rule expects l2-normalised keys (OPS.md 2.6); dplr gets rwkv7's form
+        // a = -kk, b = kk o a_r with kk = l2norm(k), a_r in (0, 1) (OPS.md 2.12).
+        for (int64_t r = 0; r < x->nq / sh.K; r++) {
+            float * kr = x->k + r * sh.K;
+            double n2 = 0;
+            for (int64_t i = 0; i < sh.K; i++) n2 += (double)kr[i] * (double)kr[i];
+            const float inv = (float)(1.0 / sqrt(n2 + 1e-6));
+            for (int64_t i = 0; i < sh.K; i++) {
+                kr[i] *= inv;
+                x->a[r * sh.K + i] = -kr[i];
+                x->b[r * sh.K + i] = kr[i] * urand(&s);
+            }
+        }
+        if (which == OP_RWKV7) fill(x->gk, x->nq, &s, -0.6f, -0.001f);
+    }
     return x;
 }
 
@@ -103,6 +136,7 @@ void op_inst_free(op_inst * x) {
     free(x->dq); free(x->dk); free(x->dv); free(x->dg);
     free(x->A_log); free(x->D); free(x->dA); free(x->dD); free(x->gk); free(x->dgk); free(x->u); free(x->du); free(x->state);
     free(x->xg); free(x->dxg); free(x->Am); free(x->dAm);
+    free(x->beta); free(x->dbeta); free(x->a); free(x->b); free(x->da); free(x->db);
     free(x);
 }
 
@@ -138,6 +172,19 @@ la_status op_inst_forward(op_inst * x, la_form form, int32_t C) {
         return la_selective_scan_forward(x->o, NULL, x->v, x->xg, x->Am, x->k, x->q, NULL, NULL,
                                          false, NULL, x->sh.B, x->sh.T, x->sh.H * x->sh.V,
                                          x->sh.K, &o);
+    case OP_DELTA_RULE:
+        return la_delta_rule_forward(x->o, NULL, x->q, x->k, x->v, x->beta, NULL, x->sh, &o);
+    case OP_GDN:
+        return la_gated_delta_rule_forward(x->o, NULL, x->q, x->k, x->v, x->g, x->beta, NULL,
+                                           NULL, NULL, x->sh, &o);
+    case OP_KDA:
+        return la_kda_forward(x->o, NULL, x->q, x->k, x->v, x->gk, x->beta, NULL, NULL, NULL,
+                              x->sh, &o);
+    case OP_DPLR:
+        return la_dplr_delta_rule_forward(x->o, NULL, x->q, x->k, x->v, x->a, x->b, x->gk, NULL,
+                                          x->sh, &o);
+    case OP_RWKV7:
+        return la_rwkv7_forward(x->o, NULL, x->q, x->gk, x->k, x->v, x->a, x->b, NULL, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -169,6 +216,18 @@ la_status op_inst_decode(op_inst * x, double * state_bytes) {
     case OP_SELECTIVE_SCAN:
         return la_selective_scan_forward(x->o, S, x->v, x->xg, x->Am, x->k, x->q, NULL, NULL,
                                          false, S, sh.B, sh.T, sh.H * sh.V, sh.K, &o);
+    case OP_DELTA_RULE:
+        return la_delta_rule_forward(x->o, S, x->q, x->k, x->v, x->beta, S, sh, &o);
+    case OP_GDN:
+        return la_gated_delta_rule_forward(x->o, S, x->q, x->k, x->v, x->g, x->beta, NULL, NULL,
+                                           S, sh, &o);
+    case OP_KDA:
+        return la_kda_forward(x->o, S, x->q, x->k, x->v, x->gk, x->beta, NULL, NULL, S, sh, &o);
+    case OP_DPLR:
+        return la_dplr_delta_rule_forward(x->o, S, x->q, x->k, x->v, x->a, x->b, x->gk, S, sh,
+                                          &o);
+    case OP_RWKV7:
+        return la_rwkv7_forward(x->o, S, x->q, x->gk, x->k, x->v, x->a, x->b, S, sh, &o);
     }
     return LA_STATUS_UNSUPPORTED;  // normalised linear_attn carries (S, z) through copies
 }
@@ -207,6 +266,24 @@ la_status op_inst_backward(op_inst * x, la_form form, int32_t C) {
                                           x->dout, NULL, x->v, x->xg, x->Am, x->k, x->q, NULL,
                                           NULL, false, NULL, x->sh.B, x->sh.T, x->sh.H * x->sh.V,
                                           x->sh.K, &o);
+    case OP_DELTA_RULE:
+        return la_delta_rule_backward(x->dq, x->dk, x->dv, x->dbeta, NULL, x->dout, NULL, x->q,
+                                      x->k, x->v, x->beta, NULL, x->sh, &o);
+    case OP_GDN:
+        return la_gated_delta_rule_backward(x->dq, x->dk, x->dv, x->dg, x->dbeta, NULL, NULL,
+                                            NULL, x->dout, NULL, x->q, x->k, x->v, x->g, x->beta,
+                                            NULL, NULL, NULL, x->sh, &o);
+    case OP_KDA:
+        return la_kda_backward(x->dq, x->dk, x->dv, x->dgk, x->dbeta, NULL, NULL, NULL, x->dout,
+                               NULL, x->q, x->k, x->v, x->gk, x->beta, NULL, NULL, NULL, x->sh,
+                               &o);
+    case OP_DPLR:
+        return la_dplr_delta_rule_backward(x->dq, x->dk, x->dv, x->da, x->db, x->dgk, NULL,
+                                           x->dout, NULL, x->q, x->k, x->v, x->a, x->b, x->gk,
+                                           NULL, x->sh, &o);
+    case OP_RWKV7:
+        return la_rwkv7_backward(x->dq, x->dgk, x->dk, x->dv, x->da, x->db, NULL, x->dout, NULL,
+                                 x->q, x->gk, x->k, x->v, x->a, x->b, NULL, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -221,7 +298,8 @@ const float * op_inst_grad(const op_inst * x, int64_t * n) {
         *n = x->nv;
         return x->dxg;
     }
-    if (x->which == OP_GLA || x->which == OP_RWKV6) {  // the gate gradient
+    if (x->which == OP_GLA || x->which == OP_RWKV6 || x->which == OP_KDA || is_dplr(x->which)) {
+        // the per-channel gate gradient
         *n = x->nq;
         return x->dgk;
     }
@@ -239,11 +317,19 @@ double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
     // selective_scan 6 per (channel, state) (the exponential not counted), in every form.
     if (which == OP_HGRN) return 2 * V;
     if (which == OP_SELECTIVE_SCAN) return 6 * V * K;
+    const double c = (double)(C > 0 ? C : 64);
+    if (is_delta(which)) {  // ALGORITHMS.md 11.2 / 11.3 (dense)
+        if (form != LA_FORM_CHUNK) return (which == OP_DELTA_RULE ? 6 : 7) * K * V;
+        return 6 * K * V + 2 * c * (3 * K + 2 * V) + c * c / 3;
+    }
+    if (is_dplr(which)) {
+        if (form != LA_FORM_CHUNK) return 9 * K * V;
+        return 8 * K * V + 2 * c * (5 * K + 4 * V) + c * c / 3;
+    }
     if (form != LA_FORM_CHUNK) {
         // recurrent: k v^T update + S^T q (4KV), plus the decay of S for gated ops (5KV).
         return which == OP_LINEAR_ATTN || which == OP_LINEAR_ATTN_NORM ? 4 * K * V : 5 * K * V;
     }
-    const double c = (double)(C > 0 ? C : 64);
     return 4 * K * V + 2 * c * (K + V);  // inter-chunk 4KV + dense intra-chunk 2C(K+V)
     // (gla and rwkv6 use the same count, ALGORITHMS.md 11.3)
 }
