@@ -126,7 +126,7 @@ typedef struct la_shape {
 typedef struct la_opts {
     la_form         form;        // algorithm; all forms compute the same function
     float           scale;       // attention scale; 0 selects the op's default (K^-1/2)
-    int32_t         chunk_size;  // C for the chunk form; 0 selects 64; 1 .. 256
+    int32_t         chunk_size;  // C for the chunk form; 0 selects 64 (dplr family: 32); 1 .. 256
     const int64_t * cu_seqlens;  // (N+1) sequence starts for varlen mode, or NULL
     int64_t         n_seqs;      // N when cu_seqlens is set
     void *          work;        // caller-owned scratch (any alignment), or NULL: the op allocates
@@ -452,6 +452,7 @@ LA_API la_status la_iplr_delta_rule_backward(float * dq, float * dk, float * dv,
                                              const float * initial_state, la_shape sh,
                                              const la_opts * opts);
 
+// dplr, iplr and rwkv7 default to chunk size 32 (opts.chunk_size 0).
 // rwkv7: fla's argument order (r, w, k, v, a, b); opts.scale 0 selects 1.0 here.
 LA_API size_t la_rwkv7_workspace_size(bool backward, la_shape sh, const la_opts * opts);
 LA_API la_status la_rwkv7_forward(float * o, float * final_state, const float * r,
