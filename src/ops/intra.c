@@ -64,6 +64,7 @@ LA_CLONES
 void la_intra_load(la_intra * it, const float * g, int64_t ldg, int64_t L) {
     const int64_t K = it->K;
     it->L = L;
+    it->cx = it->cy = NULL;  // new gates: the cached anchored operands are stale
     double * restrict bz = it->bz;
     if (it->mode == LA_INTRA_CHANNEL) {
         for (int64_t i = 0; i < K; i++) bz[i] = 0;
@@ -174,22 +175,28 @@ static void scalar_mask(const la_intra * it, int shift, bool strict, float * D) 
 // Per-channel gates: anchors and operands.
 
 // ex, Xh for every row (anchor a_I of its sub-chunk); ey, Yh for rows of sub-chunks that have
-// a successor.
+// a successor. Each side is kept until the next la_intra_load and reused when the same operand
+// (address, stride, shift) comes again: dplr's Aab/Aak share X = a, Aqb/Aqk share X = q.
 LA_CLONES
 static void chan_operands(la_intra * it, int shift, const float * X, int64_t ldx, const float * Y,
                           int64_t ldy) {
     const int64_t K = it->K, L = it->L, c = LA_INTRA_SUB;
     const double * bx = it->bz + (1 - shift) * K;  // bx row r
     const double * b = it->bz + K;                 // b row r
+    const bool do_x = !(it->cx == X && it->cldx == ldx && it->cxs == shift);
+    const bool do_y = !(it->cy == Y && it->cldy == ldy && it->cys == shift);
     for (int64_t r0 = 0; r0 < L; r0 += c) {
         const int64_t r1 = LA_MIN(r0 + c, L);
         const double * aI = bx + r0 * K;
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = 0; i < K; i++) it->ex[r * K + i] = (float)(bx[r * K + i] - aI[i]);
-        la_expf_vec(it->ex + r0 * K, it->ex + r0 * K, (r1 - r0) * K);
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = 0; i < K; i++) it->Xh[r * K + i] = X[r * ldx + i] * it->ex[r * K + i];
-        if (r1 < L) {
+        if (do_x) {
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t i = 0; i < K; i++) it->ex[r * K + i] = (float)(bx[r * K + i] - aI[i]);
+            la_expf_vec(it->ex + r0 * K, it->ex + r0 * K, (r1 - r0) * K);
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t i = 0; i < K; i++)
+                    it->Xh[r * K + i] = X[r * ldx + i] * it->ex[r * K + i];
+        }
+        if (do_y && r1 < L) {
             const double * an = bx + r1 * K;
             for (int64_t r = r0; r < r1; r++)
                 for (int64_t i = 0; i < K; i++) it->ey[r * K + i] = (float)(an[i] - b[r * K + i]);
@@ -199,6 +206,8 @@ static void chan_operands(la_intra * it, int shift, const float * X, int64_t ldx
                     it->Yh[r * K + i] = Y[r * ldy + i] * it->ey[r * K + i];
         }
     }
+    it->cx = X, it->cldx = ldx, it->cxs = shift;
+    it->cy = Y, it->cldy = ldy, it->cys = shift;
 }
 
 // f <- e^{a_I - a_{J+1}} for the sub-chunk starting at row q0, column block J.

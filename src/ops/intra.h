@@ -42,6 +42,9 @@ typedef struct la_intra {
     float *  dXs, * dYs;                              // per-term gradients
     float *  dXh, * dYh;                              // CHANNEL backward
     float *  dAm;                                     // (C, C) SCALAR/NONE backward: dA o D
+    const float * cx, * cy;                           // CHANNEL: operands behind Xh, Yh
+    int64_t  cldx, cldy;
+    int      cxs, cys;                                //   and their shifts
 } la_intra;
 
 // Bytes of scratch la_intra_init carves (64-byte aligned pieces).
@@ -59,7 +62,9 @@ void la_intra_etail(const la_intra * it, float * F);
 // e^{b_{L-1}} (K).
 void la_intra_elast(const la_intra * it, float * gL);
 
-// A (row stride lda): the L x L block as defined above.
+// A (row stride lda): the L x L block as defined above. Per-channel gates: the anchored form of
+// each operand is cached by (address, stride, shift) until the next la_intra_load, so between
+// two loads an array passed as X or Y must not change.
 void la_intra_fwd(la_intra * it, int shift, bool strict, float alpha, const float * X,
                   int64_t ldx, const float * Y, int64_t ldy, float * A, int64_t lda);
 // Given dA (L x L, row stride lda; entries outside the defined pattern are ignored):
