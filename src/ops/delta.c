@@ -274,11 +274,10 @@ static void dn_prep_bwd(const dn_call * c, const dn_cfg * cfg, const dn_buf * b)
         l2norm_bwd(c->dq, b->qn, b->rq, ntok * H, K);
         l2norm_bwd(c->dk, b->kn, b->rk, ntok * H, K);
     }
-    if (c->beta && cfg->bsig) {  // beta = m sigma(raw): dbeta_raw = dbeta m sigma (1 - sigma)
-        for (int64_t e = 0; e < ntok * HV; e++) {
-            const float s = la_sigmoid(c->beta[e]);
-            c->dbeta[e] *= cfg->bmul * s * (1.0f - s);
-        }
+    if (c->beta && cfg->bsig) {  // beta = m sigma(raw): dbeta_raw = dbeta m sigma(x) sigma(-x)
+        // (1 - sigma(x) would cancel to a few digits once sigma(x) is near 1)
+        for (int64_t e = 0; e < ntok * HV; e++)
+            c->dbeta[e] *= cfg->bmul * la_sigmoid(c->beta[e]) * la_sigmoid(-c->beta[e]);
     }
     if (!cfg->gin) return;
     // One value head per thread; every sum over tokens runs in token order.
@@ -295,7 +294,7 @@ static void dn_prep_bwd(const dn_call * c, const dn_cfg * cfg, const dn_buf * b)
                 float dx;
                 if (cfg->lb < 0.0f) {
                     // g = lb sigma(z), z = a x:  dg/dx = lb sigma' a,  dg/dA_log = lb sigma' z
-                    const float z = a * xa, s = la_sigmoid(z), ds = cfg->lb * s * (1.0f - s);
+                    const float z = a * xa, ds = cfg->lb * la_sigmoid(z) * la_sigmoid(-z);
                     dx = dge * ds * a;
                     sa += (double)dge * (double)ds * (double)z;
                 } else {
