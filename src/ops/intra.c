@@ -65,6 +65,7 @@ void la_intra_load(la_intra * it, const float * g, int64_t ldg, int64_t L) {
     const int64_t K = it->K;
     it->L = L;
     it->cx = it->cy = NULL;  // new gates: the cached anchored operands are stale
+    it->exs = it->eys = -1;
     double * restrict bz = it->bz;
     if (it->mode == LA_INTRA_CHANNEL) {
         for (int64_t i = 0; i < K; i++) bz[i] = 0;
@@ -76,8 +77,10 @@ void la_intra_load(la_intra * it, const float * g, int64_t ldg, int64_t L) {
                 const double gi = (double)gr[i];
                 cur[i] = prev[i] + (gi < LA_GATE_FLOOR ? LA_GATE_FLOOR : gi);
             }
-            la_expf_vec(it->al + r * K, gr, K);
         }
+        it->g = g;  // the decays exp(g) are formed when a diagonal block first needs them
+        it->ldg = ldg;
+        it->al_ok = false;
     } else if (it->mode == LA_INTRA_SCALAR) {
         bz[0] = 0;
         for (int64_t r = 0; r < L; r++) {
@@ -189,18 +192,24 @@ static void chan_operands(la_intra * it, int shift, const float * X, int64_t ldx
         const int64_t r1 = LA_MIN(r0 + c, L);
         const double * aI = bx + r0 * K;
         if (do_x) {
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t i = 0; i < K; i++) it->ex[r * K + i] = (float)(bx[r * K + i] - aI[i]);
-            la_expf_vec(it->ex + r0 * K, it->ex + r0 * K, (r1 - r0) * K);
+            if (it->exs != shift) {
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t i = 0; i < K; i++)
+                        it->ex[r * K + i] = (float)(bx[r * K + i] - aI[i]);
+                la_expf_vec(it->ex + r0 * K, it->ex + r0 * K, (r1 - r0) * K);
+            }
             for (int64_t r = r0; r < r1; r++)
                 for (int64_t i = 0; i < K; i++)
                     it->Xh[r * K + i] = X[r * ldx + i] * it->ex[r * K + i];
         }
         if (do_y && r1 < L) {
             const double * an = bx + r1 * K;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t i = 0; i < K; i++) it->ey[r * K + i] = (float)(an[i] - b[r * K + i]);
-            la_expf_vec(it->ey + r0 * K, it->ey + r0 * K, (r1 - r0) * K);
+            if (it->eys != shift) {
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t i = 0; i < K; i++)
+                        it->ey[r * K + i] = (float)(an[i] - b[r * K + i]);
+                la_expf_vec(it->ey + r0 * K, it->ey + r0 * K, (r1 - r0) * K);
+            }
             for (int64_t r = r0; r < r1; r++)
                 for (int64_t i = 0; i < K; i++)
                     it->Yh[r * K + i] = Y[r * ldy + i] * it->ey[r * K + i];
@@ -208,6 +217,8 @@ static void chan_operands(la_intra * it, int shift, const float * X, int64_t ldx
     }
     it->cx = X, it->cldx = ldx, it->cxs = shift;
     it->cy = Y, it->cldy = ldy, it->cys = shift;
+    if (do_x) it->exs = shift;  // the factors depend on the gates and the shift only
+    if (do_y) it->eys = shift;
 }
 
 // f <- e^{a_I - a_{J+1}} for the sub-chunk starting at row q0, column block J.
@@ -230,6 +241,14 @@ static void chan_stack(la_intra * it, int shift, int64_t J) {
         for (int64_t r = q0; r < q1; r++)
             for (int64_t i = 0; i < K; i++) it->Xs[r * K + i] = it->Xh[r * K + i] * it->f[i];
     }
+}
+
+// The per-token decays al = exp(g) of the loaded chunk.
+LA_CLONES
+static void ensure_decays(la_intra * it) {
+    if (it->al_ok) return;
+    for (int64_t r = 0; r < it->L; r++) la_expf_vec(it->al + r * it->K, it->g + r * it->ldg, it->K);
+    it->al_ok = true;
 }
 
 // Diagonal sub-chunk blocks by running decay products.
@@ -278,6 +297,7 @@ void la_intra_fwd(la_intra * it, int shift, bool strict, float alpha, const floa
         gemm(false, true, L - r0, c, K, alpha, it->Xs + r0 * K, K, it->Yh + J * c * K, K, 0.0f,
              A + r0 * lda + J * c, lda);
     }
+    ensure_decays(it);
     chan_diag_fwd(it, shift, strict, alpha, X, ldx, Y, ldy, A, lda);
 }
 
@@ -395,6 +415,7 @@ void la_intra_bwd(la_intra * it, int shift, bool strict, float alpha, const floa
             tX[r * K + i] = it->dXh[r * K + i] * it->ex[r * K + i];
             tY[r * K + i] = r < with_succ ? it->dYh[r * K + i] * it->ey[r * K + i] : 0.0f;
         }
+    ensure_decays(it);
     chan_diag_bwd(it, shift, strict, alpha, dA, lda, X, ldx, Y, ldy);
     fold_terms(it, shift, X, ldx, Y, ldy, dX, lddx, dY, lddy, dbz);
 }

@@ -35,7 +35,7 @@ typedef struct la_intra {
     int64_t  C, K;   // capacity: chunk rows, channels
     int64_t  L;      // rows of the loaded chunk
     double * bz;     // (C+1, K) CHANNEL, (C+1) SCALAR: row 0 = b_{-1} = 0, row r+1 = b_r
-    float *  al;     // (C, K) CHANNEL: per-token decays exp(g_r)
+    float *  al;     // (C, K) CHANNEL: per-token decays exp(g_r), formed on first use
     // scratch (L, K) unless noted
     float *  ex, * ey, * Xh, * Yh, * Xs, * f, * w;   // CHANNEL: anchored operands
     float *  D;                                       // (C, C) SCALAR/NONE: the decay mask
@@ -45,6 +45,10 @@ typedef struct la_intra {
     const float * cx, * cy;                           // CHANNEL: operands behind Xh, Yh
     int64_t  cldx, cldy;
     int      cxs, cys;                                //   and their shifts
+    int      exs, eys;                                // shift ex, ey were formed for (-1: none)
+    const float * g;                                  // CHANNEL: the loaded gates (row stride
+    int64_t  ldg;                                     //   ldg), for the decays al
+    bool     al_ok;                                   // al formed for the loaded chunk
 } la_intra;
 
 // Bytes of scratch la_intra_init carves (64-byte aligned pieces).
@@ -52,7 +56,8 @@ size_t la_intra_bytes(int mode, int64_t C, int64_t K, bool backward);
 // ws holds la_intra_bytes(...) bytes, 64-byte aligned.
 void la_intra_init(la_intra * it, int mode, int64_t C, int64_t K, bool backward, void * ws);
 // Loads one chunk's gates: row r at g + r * ldg (K floats for CHANNEL, one for SCALAR; g is
-// ignored for NONE). Gates below LA_GATE_FLOOR are clamped in the cumulative sum.
+// ignored for NONE). Gates below LA_GATE_FLOOR are clamped in the cumulative sum. CHANNEL
+// keeps the pointer: g must stay valid and unchanged until the next load.
 void la_intra_load(la_intra * it, const float * g, int64_t ldg, int64_t L);
 
 // Row factors of the loaded chunk as (L, K) arrays with row stride K (rows broadcast for
