@@ -299,7 +299,7 @@ static void bench_usage(FILE * f) {
             "                     [--min-time S] [--csv FILE] [--quick]\n"
             "                     [--no-decode] [--decode-only] [--no-scan] [--scan-only]\n"
             "  --ops      linear_attn,linear_attn_norm,simple_gla,retention,mamba2,gla,rwkv6,hgrn,\n"
-            "             selective_scan\n"
+            "             selective_scan,delta_rule,gated_delta_rule,kda,dplr_delta_rule,rwkv7\n"
             "             (default all)\n"
             "  --forms    chunk,recurrent,ref (default chunk,recurrent)\n"
             "  --T        sequence lengths (default 1024,2048,4096,8192,16384,32768,65536)\n"
@@ -309,7 +309,7 @@ static void bench_usage(FILE * f) {
 }
 
 int cmd_bench(int argc, char ** argv) {
-    bench_cfg cfg = { .H = 8, .K = 128, .V = 128, .C = 64, .backward = true, .min_time = 0.3,
+    bench_cfg cfg = { .H = 8, .K = 128, .V = 128, .C = 0, .backward = true, .min_time = 0.3,
                       .decode = true, .scan = true };
     for (int i = 0; i < la_opset_count; i++) cfg.ops[i] = true;
     cfg.forms[LA_FORM_CHUNK] = cfg.forms[LA_FORM_RECURRENT] = true;
@@ -426,8 +426,12 @@ int cmd_bench(int argc, char ** argv) {
 #endif
     printf("linattn %s (commit %s), %s, kernels %s, blas %s\n", LA_VERSION_STRING, LA_GIT_COMMIT,
            cpu, la_cpu_isa(), la_blas_backend());
-    printf("compiler %s; B=1 H=%lld K=%lld V=%lld C=%d\n", __VERSION__, (long long)cfg.H,
-           (long long)cfg.K, (long long)cfg.V, cfg.C);
+    if (cfg.C > 0)
+        printf("compiler %s; B=1 H=%lld K=%lld V=%lld C=%d\n", __VERSION__, (long long)cfg.H,
+               (long long)cfg.K, (long long)cfg.V, cfg.C);
+    else
+        printf("compiler %s; B=1 H=%lld K=%lld V=%lld C=each op's default (64; dplr family 32)\n",
+               __VERSION__, (long long)cfg.H, (long long)cfg.K, (long long)cfg.V);
     if (!check_forms(&cfg)) return 1;
     printf("check: every timed form agrees with the reference form (rel diff < 1e-4)\n");
 

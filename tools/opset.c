@@ -317,7 +317,7 @@ double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
     // selective_scan 6 per (channel, state) (the exponential not counted), in every form.
     if (which == OP_HGRN) return 2 * V;
     if (which == OP_SELECTIVE_SCAN) return 6 * V * K;
-    const double c = (double)(C > 0 ? C : 64);
+    const double c = (double)(C > 0 ? C : is_dplr(which) ? 32 : 64);  // the ops' defaults
     if (is_delta(which)) {  // ALGORITHMS.md 11.2 / 11.3 (dense)
         if (form != LA_FORM_CHUNK) return (which == OP_DELTA_RULE ? 6 : 7) * K * V;
         return 6 * K * V + 2 * c * (3 * K + 2 * V) + c * c / 3;
