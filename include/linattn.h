@@ -467,6 +467,234 @@ LA_API la_status la_rwkv7_backward(float * dr, float * dw, float * dk, float * d
                                    const la_opts * opts);
 
 // ---------------------------------------------------------------------------------------------
+// attn: softmax attention                                        (OPS.md 2.17-2.18, ALGORITHMS 3.8)
+//
+//   o_t = sum_{j in W(t)} softmax_j( s q_t . k_j + G_t - G_j ) v_j ,   G = cumsum(g) (or 0)
+//   W(t) = {j <= t} (causal), {t - w < j <= t} (causal, window_size w > 0),
+//          all j (causal = false, encoders), {|t - j| < w} (non-causal with a window)
+//
+//   q, o, dq, dout      (B, T, HQ, K)  with HQ = sh.H; o has V columns per head: (B, T, HQ, V)
+//   k, dk               (B, T, HKV, K) with HKV = sh.HV (0: HQ) and HQ % HKV == 0 (GQA: query
+//                                      head h reads kv head h / (HQ / HKV))
+//   v, dv               (B, T, HKV, V)
+//   g, dg               (B, T, HQ) log gate (forgetting attention, causal only), or NULL
+//   lse                 (B, T, HQ) natural-log sum of exp of each row's logits: written by the
+//                       forward (optional there), read by the backward (required there)
+// opts.scale 0 selects K^-1/2; cu_seqlens: each sequence attends within itself. A row with no
+// key (T = 0 only) does not occur. Forms: CHUNK (FlashAttention-2 tiling with an online
+// softmax; O(T) memory, the T x T matrix is never formed), REF (row by row); RECURRENT is
+// CHUNK. Backward recomputes the probabilities from q, k and lse, as FlashAttention does, and
+// takes the forward's o for the row terms rowsum(dout o o).
+LA_API size_t la_attn_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_attn_forward(float * o, float * lse, const float * q, const float * k,
+                                 const float * v, const float * g, int64_t window_size,
+                                 bool causal, la_shape sh, const la_opts * opts);
+LA_API la_status la_attn_backward(float * dq, float * dk, float * dv, float * dg,
+                                  const float * dout, const float * q, const float * k,
+                                  const float * v, const float * g, const float * o,
+                                  const float * lse, int64_t window_size, bool causal,
+                                  la_shape sh, const la_opts * opts);
+// One decode step per sequence with a KV cache: appends (k, v) of the new token at position
+// cache_len[n], then attends over positions max(0, len + 1 - w) .. len (all with w = 0) and
+// increments cache_len[n]. sh.B = N sequences, sh.T = 1; q (N, HQ, K); k (N, HKV, K);
+// v (N, HKV, V); o (N, HQ, V); k_cache (N, capacity, HKV, K), v_cache (N, capacity, HKV, V):
+// position p lives in slot p % capacity, so with a window a ring of capacity >= w suffices;
+// without one, capacity must exceed cache_len[n] (else LA_STATUS_INVALID_ARG, nothing
+// written). A gate is not supported in decode.
+LA_API la_status la_attn_decode(float * o, const float * q, const float * k, const float * v,
+                                float * k_cache, float * v_cache, int64_t * cache_len,
+                                int64_t capacity, int64_t window_size, la_shape sh,
+                                const la_opts * opts);
+
+// RoPE, rotate-half (non-interleaved) form (OPS.md 5.5): for i < D/2,
+//   theta_i = pos * theta^(-2i/D);  y_i = x_i cos - x_{i+D/2} sin;  y_{i+D/2} = x_{i+D/2} cos + x_i sin
+// x, y (B, T, H, D), D even; y may equal x. pos = offsets[n] (0 when offsets is NULL) plus the
+// token's index inside its sequence n (opts->cu_seqlens, or the batch rows). Backward is the
+// inverse rotation: dx (may equal dy) from dy.
+LA_API la_status la_rope_forward(float * y, const float * x, float theta, const int64_t * offsets,
+                                 int64_t B, int64_t T, int64_t H, int64_t D, const la_opts * opts);
+LA_API la_status la_rope_backward(float * dx, const float * dy, float theta,
+                                  const int64_t * offsets, int64_t B, int64_t T, int64_t H,
+                                  int64_t D, const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// based and rebased: normalised polynomial-kernel attention          (OPS.md 2.14-2.15, ALG. 3.7)
+//
+//   based:    phi(s) = 1 + s + s^2/2,  o_t = sum_{i<=t} phi(s_ti) v_i / (sum_{i<=t} phi(s_ti) + 1e-6)
+//   rebased:  phi(s) = s^2,            o_t = sum_{i<=t} phi(s_ti) v_i / (sum_{i<=t} phi(s_ti) + eps)
+//   with s_ti = s q_t . k_i; use_norm = false returns the numerator only.
+//   q, k, dq, dk (B, T, H, F) with F = sh.K; v, o, dv, dout (B, T, H, V). opts.scale 0: F^-1/2.
+// Forms compute the same function: REF (quadratic, row by row), CHUNK (the parallel form, tiled
+// like attention), RECURRENT (linear attention on the Taylor / quadratic features of
+// la_fmap_forward, numerator and denominator carried separately, the same eps). cu_seqlens
+// supported; no state (as fla).
+LA_API size_t la_based_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_based_forward(float * o, const float * q, const float * k, const float * v,
+                                  bool use_norm, la_shape sh, const la_opts * opts);
+LA_API la_status la_based_backward(float * dq, float * dk, float * dv, const float * dout,
+                                   const float * q, const float * k, const float * v,
+                                   bool use_norm, la_shape sh, const la_opts * opts);
+LA_API size_t la_rebased_workspace_size(bool backward, la_shape sh, const la_opts * opts);
+LA_API la_status la_rebased_forward(float * o, const float * q, const float * k, const float * v,
+                                    float eps, bool use_norm, la_shape sh, const la_opts * opts);
+LA_API la_status la_rebased_backward(float * dq, float * dk, float * dv, const float * dout,
+                                     const float * q, const float * k, const float * v,
+                                     float eps, bool use_norm, la_shape sh,
+                                     const la_opts * opts);
+
+// Feature maps for linear attention (ALGORITHMS.md 7), per head of F features:
+//   IDENTITY  x                                                     F outputs
+//   ELU1      elu(x) + 1                                            F
+//   RELU      max(x, 0)                                             F
+//   TAYLOR2   [1, x / F^(1/4), x_i^2 / (sqrt2 sqrt F), x_i x_j / sqrt F (i < j)]
+//             so phi(q).phi(k) = 1 + q.k/sqrt F + (q.k)^2/(2F)      1 + F + F(F+1)/2
+//   QUADRATIC [x_i^2, sqrt2 x_i x_j (i < j)]: phi(q).phi(k) = (q.k)^2   F(F+1)/2 (rebased)
+//   HEDGEHOG  softmax over [z, -z] with z = x W_h^T + b_h per head  2F (learnable; W (H, F, F),
+//             bias (H, F) or NULL; W = identity is the usual start)
+// x (rows, H, F) -> y (rows, H, la_fmap_dim(kind, F)). Backward: dx (overwritten); dW, dbias
+// (HEDGEHOG; NULL to skip) overwritten, or added to when accumulate.
+typedef enum la_fmap {
+    LA_FMAP_IDENTITY = 0,
+    LA_FMAP_ELU1,
+    LA_FMAP_RELU,
+    LA_FMAP_TAYLOR2,
+    LA_FMAP_QUADRATIC,
+    LA_FMAP_HEDGEHOG,
+} la_fmap;
+LA_API int64_t   la_fmap_dim(la_fmap kind, int64_t F);
+LA_API la_status la_fmap_forward(float * y, const float * x, const float * W, const float * bias,
+                                 la_fmap kind, int64_t rows, int64_t H, int64_t F);
+LA_API la_status la_fmap_backward(float * dx, float * dW, float * dbias, const float * dy,
+                                  const float * x, const float * W, const float * bias,
+                                  la_fmap kind, int64_t rows, int64_t H, int64_t F,
+                                  bool accumulate);
+
+// Non-causal (bidirectional) linear attention for encoders: global sums instead of prefix sums.
+//   linear_attn:  o_t = s q_t^T sum_j k_j v_j^T   (normalize: / (s q_t . sum_j k_j + 1e-10))
+//   simple_gla:   o_t = s sum_j D_tj (q_t . k_j) v_j with D_tj = exp(G_t - G_j) for j <= t and
+//                 exp(G_j - G_t) for j > t (G = cumsum(g) per sequence; g_gamma: constant g),
+//                 i.e. the causal pass plus the anti-causal one (the bidirectional decay
+//                 gamma^|t-j| of vision RetNets when g is constant)
+// Shapes as the causal ops, no states. Forms: REF (quadratic), RECURRENT (a forward and a
+// reverse token loop), CHUNK (a forward and a reverse chunked pass).
+LA_API size_t la_linear_attn_noncausal_workspace_size(bool backward, la_shape sh,
+                                                      const la_opts * opts);
+LA_API la_status la_linear_attn_noncausal_forward(float * o, const float * q, const float * k,
+                                                  const float * v, bool normalize, la_shape sh,
+                                                  const la_opts * opts);
+LA_API la_status la_linear_attn_noncausal_backward(float * dq, float * dk, float * dv,
+                                                   const float * dout, const float * q,
+                                                   const float * k, const float * v,
+                                                   bool normalize, la_shape sh,
+                                                   const la_opts * opts);
+LA_API size_t la_simple_gla_noncausal_workspace_size(bool backward, la_shape sh,
+                                                     const la_opts * opts);
+LA_API la_status la_simple_gla_noncausal_forward(float * o, const float * q, const float * k,
+                                                 const float * v, const float * g,
+                                                 const float * g_gamma, la_shape sh,
+                                                 const la_opts * opts);
+LA_API la_status la_simple_gla_noncausal_backward(float * dq, float * dk, float * dv,
+                                                  float * dg, const float * dout,
+                                                  const float * q, const float * k,
+                                                  const float * v, const float * g,
+                                                  const float * g_gamma, la_shape sh,
+                                                  const la_opts * opts);
+
+// ---------------------------------------------------------------------------------------------
+// Layer toolkit (OPS.md 4): forward and backward of the pieces models are built from.
+// Shapes are explicit; rows = every leading axis flattened. Activation gradients are
+// overwritten; parameter gradients (dW, db, dw, dtable, ...) are overwritten, or added to when
+// `accumulate` is true (gradient accumulation over micro-batches). NULL skips a gradient.
+// Errors: LA_STATUS_SHAPE for non-positive sizes, LA_STATUS_INVALID_ARG for NULL required
+// pointers, out-of-range token ids or a bad enum. Threads split rows; every reduction over rows
+// runs in a fixed order, so results do not depend on the thread count.
+
+typedef enum la_act {
+    LA_ACT_IDENTITY = 0,
+    LA_ACT_SILU,      // x sigma(x) ("swish")
+    LA_ACT_SIGMOID,
+    LA_ACT_SOFTPLUS,  // x if x > 20 else log(1 + e^x)
+} la_act;
+// y = act(x) elementwise (n values); y may equal x. Backward: dx = dy act'(x) (dx may equal dy).
+LA_API la_status la_act_forward(float * y, const float * x, la_act act, int64_t n);
+LA_API la_status la_act_backward(float * dx, const float * dy, const float * x, la_act act,
+                                 int64_t n);
+
+// Linear: y (rows, out) = x (rows, in) W^T + b, W (out, in) as torch, b (out) or NULL; through
+// BLAS (or linattn's GEMM). Backward: dx = dy W; dW = dy^T x; db = sum over rows of dy.
+LA_API la_status la_linear_forward(float * y, const float * x, const float * W, const float * b,
+                                   int64_t rows, int64_t in, int64_t out);
+LA_API la_status la_linear_backward(float * dx, float * dW, float * db, const float * dy,
+                                    const float * x, const float * W, int64_t rows, int64_t in,
+                                    int64_t out, bool accumulate);
+
+// Embedding: y (n, dim) = table[ids] with table (vocab, dim); ids out of [0, vocab) are an
+// error. Backward scatters dy into dtable in token order (deterministic).
+LA_API la_status la_embedding_forward(float * y, const int64_t * ids, const float * table,
+                                      int64_t n, int64_t vocab, int64_t dim);
+LA_API la_status la_embedding_backward(float * dtable, const float * dy, const int64_t * ids,
+                                       int64_t n, int64_t vocab, int64_t dim, bool accumulate);
+
+// RMSNorm (OPS.md 4.2): y = x / sqrt(mean(x^2) + eps) o w over the last axis D; w (D) or NULL
+// (no affine weight). Gated (OPS.md 4.3, fla's FusedRMSNormGated): norm first, then
+// y <- y o act(gate) with act LA_ACT_SILU or LA_ACT_SIGMOID; gate has x's shape.
+LA_API la_status la_rmsnorm_forward(float * y, const float * x, const float * w, float eps,
+                                    int64_t rows, int64_t D);
+LA_API la_status la_rmsnorm_backward(float * dx, float * dw, const float * dy, const float * x,
+                                     const float * w, float eps, int64_t rows, int64_t D,
+                                     bool accumulate);
+LA_API la_status la_rmsnorm_gated_forward(float * y, const float * x, const float * gate,
+                                          const float * w, float eps, la_act act, int64_t rows,
+                                          int64_t D);
+LA_API la_status la_rmsnorm_gated_backward(float * dx, float * dgate, float * dw,
+                                           const float * dy, const float * x, const float * gate,
+                                           const float * w, float eps, la_act act, int64_t rows,
+                                           int64_t D, bool accumulate);
+
+// L2 norm over the last axis D (OPS.md 0): y = x / sqrt(sum x^2 + eps), eps = 1e-6 as fla.
+LA_API la_status la_l2norm_forward(float * y, const float * x, float eps, int64_t rows, int64_t D);
+LA_API la_status la_l2norm_backward(float * dx, const float * dy, const float * x, float eps,
+                                    int64_t rows, int64_t D);
+
+// SwiGLU MLP (OPS.md 4.4): y = (SiLU(x Wg^T) o (x Wu^T)) Wd^T; x, y (rows, D); Wg, Wu (I, D);
+// Wd (D, I). The workspace holds the (rows, I) intermediates: la_mlp_workspace_size bytes
+// (forward and backward alike), or NULL to allocate.
+LA_API size_t    la_mlp_workspace_size(int64_t rows, int64_t D, int64_t I);
+LA_API la_status la_mlp_forward(float * y, const float * x, const float * Wg, const float * Wu,
+                                const float * Wd, int64_t rows, int64_t D, int64_t I, void * work);
+LA_API la_status la_mlp_backward(float * dx, float * dWg, float * dWu, float * dWd,
+                                 const float * dy, const float * x, const float * Wg,
+                                 const float * Wu, const float * Wd, int64_t rows, int64_t D,
+                                 int64_t I, bool accumulate, void * work);
+
+// Short causal depthwise convolution (OPS.md 4.1):
+//   y_t[d] = act( sum_{i<W} w[d, i] x_{t-W+1+i}[d] + bias[d] ),  act IDENTITY or SILU
+// x, y (B, T, D); w (D, W) (torch's (D, 1, W)); bias (D) or NULL; caches (N, D, W): the last W
+// raw inputs, newest at slot W-1; initial_cache NULL means zeros. final_cache (optional) may
+// equal initial_cache, so a T = 1 call is the decode step. cu_seqlens: no leakage across
+// sequences. Backward: dx, dw, dbias (accumulate as above), dinitial_cache (when
+// initial_cache is given) from dy and dfinal_cache (optional).
+LA_API la_status la_short_conv_forward(float * y, float * final_cache, const float * x,
+                                       const float * w, const float * bias,
+                                       const float * initial_cache, la_act act, int64_t B,
+                                       int64_t T, int64_t D, int64_t W, const la_opts * opts);
+LA_API la_status la_short_conv_backward(float * dx, float * dw, float * dbias,
+                                        float * dinitial_cache, const float * dy,
+                                        const float * dfinal_cache, const float * x,
+                                        const float * w, const float * bias,
+                                        const float * initial_cache, la_act act, int64_t B,
+                                        int64_t T, int64_t D, int64_t W, bool accumulate,
+                                        const la_opts * opts);
+
+// Cross-entropy with a fused log-softmax: for each row r with targets[r] != ignore_index,
+// loss_r = logsumexp(logits_r) - logits_r[targets[r]]; *loss = mean over counted rows (0 when
+// none). dlogits (optional, may equal logits) = (softmax(logits_r) - onehot) / count, zero rows
+// for ignored ones. logits (rows, vocab); targets in [0, vocab) or ignore_index.
+LA_API la_status la_cross_entropy(double * loss, float * dlogits, const float * logits,
+                                  const int64_t * targets, int64_t rows, int64_t vocab,
+                                  int64_t ignore_index);
+
+// ---------------------------------------------------------------------------------------------
 // safetensors I/O
 //
 // The reader maps the file and validates it strictly before returning: header length within
