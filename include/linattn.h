@@ -549,8 +549,9 @@ LA_API la_status la_rebased_backward(float * dq, float * dk, float * dv, const f
 //   TAYLOR2   [1, x / F^(1/4), x_i^2 / (sqrt2 sqrt F), x_i x_j / sqrt F (i < j)]
 //             so phi(q).phi(k) = 1 + q.k/sqrt F + (q.k)^2/(2F)      1 + F + F(F+1)/2
 //   QUADRATIC [x_i^2, sqrt2 x_i x_j (i < j)]: phi(q).phi(k) = (q.k)^2   F(F+1)/2 (rebased)
-//   HEDGEHOG  softmax over [z, -z] with z = x W_h^T + b_h per head  2F (learnable; W (H, F, F),
-//             bias (H, F) or NULL; W = identity is the usual start)
+//   HEDGEHOG  softmax over [2z, -2z] with z = x W_h^T + b_h         2F (learnable, as fla's
+//             HedgehogFeatureMap; W (H, F, F), bias (H, F) or NULL; fla shares one map over the
+//             heads: pass it repeated; W = identity is its initialisation)
 // x (rows, H, F) -> y (rows, H, la_fmap_dim(kind, F)). Backward: dx (overwritten); dW, dbias
 // (HEDGEHOG; NULL to skip) overwritten, or added to when accumulate.
 typedef enum la_fmap {
