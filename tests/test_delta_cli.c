@@ -19,50 +19,6 @@
 // ---------------------------------------------------------------------------------------------
 // Good runs.
 
-typedef struct want_out {
-    const char *  name;
-    const float * ref;
-    int64_t       n;
-} want_out;
-
-// Runs the op on `in` and compares OUT with the library's results `w` (exactly these tensors).
-static void good_run(const char * tag, const char * op, const char * flags, const la_tin * in,
-                     int nin, const want_out * w, int nw) {
-    la_write_st(la_tmp("in.safetensors"), in, nin);
-    char args[2048];
-    snprintf(args, sizeof args, "%s --in %s --out %s --threads 1 %s", op,
-             la_tmp("in.safetensors"), la_tmp("out.safetensors"), flags);
-    remove(la_tmp("out.safetensors"));
-    int nl;
-    char first[512];
-    const int st = la_run_op(args, &nl, first, sizeof first);
-    if (!la_expect(st == 0 && nl == 0, "%s: exit %d, %d stderr lines: %s", tag, st, nl, first))
-        return;
-    la_st_file * f;
-    char err[512];
-    if (!la_expect(la_st_open(&f, la_tmp("out.safetensors"), err, sizeof err) == LA_STATUS_OK,
-                   "%s: OUT does not open: %s", tag, err))
-        return;
-    la_expect(la_st_count(f) == nw, "%s: OUT holds %lld tensors, want %d", tag,
-              (long long)la_st_count(f), nw);
-    for (int i = 0; i < nw; i++) {
-        const la_st_tensor * t = la_st_find(f, w[i].name);
-        if (!la_expect(t != NULL && t->dtype == LA_DTYPE_F32 && t->numel == w[i].n,
-                       "%s: OUT lacks '%s' (float32, %lld entries)", tag, w[i].name,
-                       (long long)w[i].n))
-            continue;
-        float * x = la_test_alloc((size_t)w[i].n * 4);
-        la_st_read_f32(f, t, x, w[i].n, NULL, 0);
-        int64_t bad = 0;
-        for (int64_t e = 0; e < w[i].n; e++)
-            if (memcmp(&x[e], &w[i].ref[e], 4) != 0) bad++;
-        la_expect(bad == 0, "%s: OUT '%s' differs from the library call in %lld of %lld entries",
-                  tag, w[i].name, (long long)bad, (long long)w[i].n);
-        free(x);
-    }
-    la_st_close(f);
-}
-
 // delta_rule: chunk C = 16 with the l2norm flag; and without beta (recurrent, forward only).
 static void good_delta_rule(void) {
     la_rng r;
@@ -91,10 +47,10 @@ static void good_delta_rule(void) {
     la_status s1 = la_delta_rule_forward(ro, rf, q, k, v, beta, s0, sh, &o);
     la_status s2 = la_delta_rule_backward(dq, dk, dv, db, ds, dout, dfs, q, k, v, beta, s0, sh, &o);
     if (la_expect(s1 == LA_STATUS_OK && s2 == LA_STATUS_OK, "delta_rule library call failed")) {
-        want_out w[7] = { { "o", ro, nv }, { "final_state", rf, ns }, { "dq", dq, nq },
+        la_want_out w[7] = { { "o", ro, nv }, { "final_state", rf, ns }, { "dq", dq, nq },
                           { "dk", dk, nq }, { "dv", dv, nv }, { "dbeta", db, nb },
                           { "dinitial_state", ds, ns } };
-        good_run("runner delta_rule chunk16 l2norm backward", "delta_rule",
+        la_good_run("runner delta_rule chunk16 l2norm backward", "delta_rule",
                  "--form chunk --chunk-size 16 --use-qk-l2norm-in-kernel --backward", in, 7, w, 7);
     }
     // without beta (beta = 1), recurrent form, forward only
@@ -104,8 +60,8 @@ static void good_delta_rule(void) {
     s1 = la_delta_rule_forward(ro, rf, q, k, v, NULL, s0, sh, &o2);
     if (la_expect(s1 == LA_STATUS_OK, "delta_rule library call without beta failed")) {
         la_tin in2[4] = { in[0], in[1], in[2], in[4] };
-        want_out w[2] = { { "o", ro, nv }, { "final_state", rf, ns } };
-        good_run("runner delta_rule recurrent without beta", "delta_rule", "--form recurrent", in2,
+        la_want_out w[2] = { { "o", ro, nv }, { "final_state", rf, ns } };
+        la_good_run("runner delta_rule recurrent without beta", "delta_rule", "--form recurrent", in2,
                  4, w, 2);
     }
     la_set_num_threads(0);
@@ -176,25 +132,25 @@ static void good_gdn_kda(bool kda) {
     const char * op = kda ? "kda" : "gated_delta_rule";
     if (la_expect(s1 == LA_STATUS_OK && s2 == LA_STATUS_OK, "%s library call failed (%s, %s)", op,
                   la_status_str(s1), la_status_str(s2))) {
-        want_out w[10];
+        la_want_out w[10];
         int nw = 0;
-        w[nw++] = (want_out){ "o", ro, nv };
-        w[nw++] = (want_out){ "final_state", rf, ns };
-        w[nw++] = (want_out){ "dq", dq, nq };
-        w[nw++] = (want_out){ "dk", dk, nq };
-        w[nw++] = (want_out){ "dv", dv, nv };
-        w[nw++] = (want_out){ "dg", dg, ng };
-        w[nw++] = (want_out){ "dbeta", db, nb };
-        if (!kda) w[nw++] = (want_out){ "dA_log", dA, HV };
-        w[nw++] = (want_out){ "ddt_bias", ddt, ndt };
-        w[nw++] = (want_out){ "dinitial_state", ds, ns };
+        w[nw++] = (la_want_out){ "o", ro, nv };
+        w[nw++] = (la_want_out){ "final_state", rf, ns };
+        w[nw++] = (la_want_out){ "dq", dq, nq };
+        w[nw++] = (la_want_out){ "dk", dk, nq };
+        w[nw++] = (la_want_out){ "dv", dv, nv };
+        w[nw++] = (la_want_out){ "dg", dg, ng };
+        w[nw++] = (la_want_out){ "dbeta", db, nb };
+        if (!kda) w[nw++] = (la_want_out){ "dA_log", dA, HV };
+        w[nw++] = (la_want_out){ "ddt_bias", ddt, ndt };
+        w[nw++] = (la_want_out){ "dinitial_state", ds, ns };
         if (kda)
-            good_run("runner kda recurrent varlen GVA lower-bound gate without A_log backward",
+            la_good_run("runner kda recurrent varlen GVA lower-bound gate without A_log backward",
                      "kda",
                      "--form recurrent --use-qk-l2norm-in-kernel --use-beta-sigmoid-in-kernel "
                      "--use-gate-in-kernel --lower-bound -5 --backward", in, n, w, nw);
         else
-            good_run("runner gated_delta_rule chunk varlen GVA all flags backward",
+            la_good_run("runner gated_delta_rule chunk varlen GVA all flags backward",
                      "gated_delta_rule",
                      "--use-qk-l2norm-in-kernel --use-beta-sigmoid-in-kernel --allow-neg-eigval "
                      "--use-gate-in-kernel --scale 0.5 --backward", in, n, w, nw);
@@ -211,8 +167,8 @@ static void good_gdn_kda(bool kda) {
                       la_status_str(s1))) {
             la_tin in2[9] = { in[0], in[1], in[2], in[3], in[4],
                               { "A_log", LA_DTYPE_F32, 1, { HV }, A_log }, in[5], in[6], in[7] };
-            want_out w[2] = { { "o", ro, nv }, { "final_state", rf, ns } };
-            good_run("runner kda chunk24 softplus gate", "kda",
+            la_want_out w[2] = { { "o", ro, nv }, { "final_state", rf, ns } };
+            la_good_run("runner kda chunk24 softplus gate", "kda",
                      "--form chunk --chunk-size 24 --use-gate-in-kernel", in2, 9, w, 2);
         }
     }
@@ -278,20 +234,20 @@ static void good_dplr_family(void) {
         in[n++] = (la_tin){ "initial_state", LA_DTYPE_F32, 4, { B, H, K, V }, s0 };
         in[n++] = (la_tin){ "do", LA_DTYPE_F32, 4, { B, T, H, V }, dout };
         in[n++] = (la_tin){ "dfinal_state", LA_DTYPE_F32, 4, { B, H, K, V }, dfs };
-        want_out w[9];
+        la_want_out w[9];
         int nw = 0;
-        w[nw++] = (want_out){ "o", ro, nv };
-        w[nw++] = (want_out){ "final_state", rf, ns };
-        w[nw++] = (want_out){ rw ? "dr" : "dq", dq, nq };
-        if (!ip) w[nw++] = (want_out){ rw ? "dw" : "dgk", dg, nq };
-        w[nw++] = (want_out){ "dk", dk, nq };
-        w[nw++] = (want_out){ "dv", dv, nv };
-        w[nw++] = (want_out){ "da", da, nq };
-        w[nw++] = (want_out){ "db", db, nq };
-        w[nw++] = (want_out){ "dinitial_state", ds, ns };
+        w[nw++] = (la_want_out){ "o", ro, nv };
+        w[nw++] = (la_want_out){ "final_state", rf, ns };
+        w[nw++] = (la_want_out){ rw ? "dr" : "dq", dq, nq };
+        if (!ip) w[nw++] = (la_want_out){ rw ? "dw" : "dgk", dg, nq };
+        w[nw++] = (la_want_out){ "dk", dk, nq };
+        w[nw++] = (la_want_out){ "dv", dv, nv };
+        w[nw++] = (la_want_out){ "da", da, nq };
+        w[nw++] = (la_want_out){ "db", db, nq };
+        w[nw++] = (la_want_out){ "dinitial_state", ds, ns };
         char tag[160];
         snprintf(tag, sizeof tag, "runner %s backward", name);
-        good_run(tag, name,
+        la_good_run(tag, name,
                  op == 0 ? "--form chunk --chunk-size 24 --backward"
                  : ip    ? "--form ref --backward"
                          : "--backward",

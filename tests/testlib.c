@@ -974,3 +974,41 @@ void la_bad_call(const char * what, const char * fmt, ...) {
               "bad input %s -> status %d, %d stderr line(s), OUT %s: %s", what, st, nl,
               intact ? "intact" : "CHANGED", first);
 }
+
+// Runs the op on `in` and compares OUT with the library's results `w` (exactly these tensors).
+void la_good_run(const char * tag, const char * op, const char * flags, const la_tin * in,
+                     int nin, const la_want_out * w, int nw) {
+    la_write_st(la_tmp("in.safetensors"), in, nin);
+    char args[2048];
+    snprintf(args, sizeof args, "%s --in %s --out %s --threads 1 %s", op,
+             la_tmp("in.safetensors"), la_tmp("out.safetensors"), flags);
+    remove(la_tmp("out.safetensors"));
+    int nl;
+    char first[512];
+    const int st = la_run_op(args, &nl, first, sizeof first);
+    if (!la_expect(st == 0 && nl == 0, "%s: exit %d, %d stderr lines: %s", tag, st, nl, first))
+        return;
+    la_st_file * f;
+    char err[512];
+    if (!la_expect(la_st_open(&f, la_tmp("out.safetensors"), err, sizeof err) == LA_STATUS_OK,
+                   "%s: OUT does not open: %s", tag, err))
+        return;
+    la_expect(la_st_count(f) == nw, "%s: OUT holds %lld tensors, want %d", tag,
+              (long long)la_st_count(f), nw);
+    for (int i = 0; i < nw; i++) {
+        const la_st_tensor * t = la_st_find(f, w[i].name);
+        if (!la_expect(t != NULL && t->dtype == LA_DTYPE_F32 && t->numel == w[i].n,
+                       "%s: OUT lacks '%s' (float32, %lld entries)", tag, w[i].name,
+                       (long long)w[i].n))
+            continue;
+        float * x = la_test_alloc((size_t)w[i].n * 4);
+        la_st_read_f32(f, t, x, w[i].n, NULL, 0);
+        int64_t bad = 0;
+        for (int64_t e = 0; e < w[i].n; e++)
+            if (memcmp(&x[e], &w[i].ref[e], 4) != 0) bad++;
+        la_expect(bad == 0, "%s: OUT '%s' differs from the library call in %lld of %lld entries",
+                  tag, w[i].name, (long long)bad, (long long)w[i].n);
+        free(x);
+    }
+    la_st_close(f);
+}

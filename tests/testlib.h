@@ -320,5 +320,15 @@ int la_run_op(const char * args, int * nlines, char * first, size_t nfirst);
 // case's message).
 void la_bad_call(const char * what, const char * fmt, ...)
     __attribute__((format(printf, 2, 3)));
+// A good run: "$LA_BIN op OP --in DIR/in.safetensors --out DIR/out.safetensors --threads 1
+// FLAGS" on the tensors `in`; OUT must hold exactly the tensors of `w`, each bitwise equal to
+// the library's result (la_expect).
+typedef struct la_want_out {
+    const char *  name;
+    const float * ref;
+    int64_t       n;
+} la_want_out;
+void la_good_run(const char * tag, const char * op, const char * flags, const la_tin * in,
+                 int nin, const la_want_out * w, int nw);
 
 #endif

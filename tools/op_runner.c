@@ -34,6 +34,11 @@ enum {
     OPF_LOWER_BOUND = 1u << 7,
     OPF_WINDOW = 1u << 8,
     OPF_DELTA_SOFTPLUS = 1u << 9,
+    OPF_NON_CAUSAL = 1u << 10,
+    OPF_THETA = 1u << 11,
+    OPF_ACTIVATION = 1u << 12,
+    OPF_EPS = 1u << 13,
+    OPF_NO_NORM = 1u << 14,
 };
 
 static const struct {
@@ -51,6 +56,11 @@ static const struct {
     { "--lower-bound", OPF_LOWER_BOUND, true },
     { "--window-size", OPF_WINDOW, true },
     { "--delta-softplus", OPF_DELTA_SOFTPLUS, false },
+    { "--non-causal", OPF_NON_CAUSAL, false },
+    { "--theta", OPF_THETA, true },
+    { "--activation", OPF_ACTIVATION, true },
+    { "--eps", OPF_EPS, true },
+    { "--no-norm", OPF_NO_NORM, false },
 };
 #define N_FLAGS (sizeof g_flags / sizeof g_flags[0])
 
@@ -75,6 +85,10 @@ typedef struct run_ctx {
     unsigned       given;                  // OPF_* flags present on the command line
     const char *   flag_val[N_FLAGS];
     int64_t        dim[128];               // axis letter -> size, -1 while unknown
+    int64_t        window;                 // --window-size (0: none)
+    double         theta;                  // --theta (rope; 10000 by default)
+    la_act         act;                    // --activation (short_conv)
+    double         eps;                    // --eps (rebased; 1e-5 by default)
     int64_t *      cu;                     // (N+1) cu_seqlens or NULL
     tensor         outs[MAX_TENSORS];      // outputs, written in this order
     int            nout;
@@ -239,7 +253,42 @@ static la_shape shape_of(run_ctx * c) {
 // simple_gla, retention, linear_attn: q, k (B,T,H,K), v (B,T,H,V), state (N,H,K,V).
 typedef enum { SG_SIMPLE_GLA, SG_RETENTION, SG_LINEAR_ATTN } sg_kind;
 
+// Non-causal linear_attn / simple_gla (encoders): no states; OUT holds o (and gradients).
+static void run_sg_noncausal(run_ctx * c, sg_kind kind) {
+    const float * q = load_f32(c, "q", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, "BTHV");
+    const float * g = kind == SG_SIMPLE_GLA ? load_f32(c, "g", false, "BTH") : NULL;
+    const float * gg = kind == SG_SIMPLE_GLA ? load_f32(c, "g_gamma", false, "H") : NULL;
+    if (g && gg) cli_die("%s: give at most one of 'g' and 'g_gamma'", c->in_path);
+    if (la_st_find(c->in, "initial_state") || la_st_find(c->in, "initial_z"))
+        cli_die("%s: --non-causal takes no initial state", c->in_path);
+    load_cu_seqlens(c);
+    const bool norm = (c->given & OPF_NORMALIZE) != 0;
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    float * o = out_f32(c, "o", "BTHV");
+    la_status st = kind == SG_SIMPLE_GLA
+                       ? la_simple_gla_noncausal_forward(o, q, k, v, g, gg, sh, &c->opts)
+                       : la_linear_attn_noncausal_forward(o, q, k, v, norm, sh, &c->opts);
+    check_status(c, st, "forward");
+    if (!c->backward) return;
+    float * dq = out_f32(c, "dq", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", "BTHV");
+    float * dg = grad_for(c, g, "dg", "BTH");
+    st = kind == SG_SIMPLE_GLA
+             ? la_simple_gla_noncausal_backward(dq, dk, dv, dg, dout, q, k, v, g, gg, sh, &c->opts)
+             : la_linear_attn_noncausal_backward(dq, dk, dv, dout, q, k, v, norm, sh, &c->opts);
+    check_status(c, st, "backward");
+}
+
 static void run_sg_family(run_ctx * c, sg_kind kind) {
+    if (c->given & OPF_NON_CAUSAL) {
+        run_sg_noncausal(c, kind);
+        return;
+    }
     const float * q = load_f32(c, "q", true, "BTHK");
     const float * k = load_f32(c, "k", true, "BTHK");
     const float * v = load_f32(c, "v", true, "BTHV");
@@ -583,6 +632,130 @@ static void op_dplr(run_ctx * c) { run_dp_family(c, DP_DPLR); }
 static void op_iplr(run_ctx * c) { run_dp_family(c, DP_IPLR); }
 static void op_rwkv7(run_ctx * c) { run_dp_family(c, DP_RWKV7); }
 
+// attn: q [B,T,H,K]; k [B,T,J,K], v [B,T,J,V] (J = kv heads); g [B,T,H] optional.
+// OUT: o [B,T,H,V], lse [B,T,H]; with --backward dq, dk, dv (dg).
+static void op_attn(run_ctx * c) {
+    const float * q = load_f32(c, "q", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTJK");
+    const float * v = load_f32(c, "v", true, "BTJV");
+    const float * g = load_f32(c, "g", false, "BTH");
+    load_cu_seqlens(c);
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    sh.HV = c->dim['J'];
+    if (sh.HV < 1 || sh.H % sh.HV != 0)
+        cli_die("%s: query heads H = %lld must be a multiple of kv heads %lld", c->in_path,
+                (long long)sh.H, (long long)sh.HV);
+    const bool causal = !(c->given & OPF_NON_CAUSAL);
+    if (g && !causal) cli_die("%s: the gate 'g' needs causal attention", c->in_path);
+    float * o = out_f32(c, "o", "BTHV");
+    float * lse = out_f32(c, "lse", "BTH");
+    check_status(c, la_attn_forward(o, lse, q, k, v, g, c->window, causal, sh, &c->opts),
+                 "forward");
+    if (!c->backward) return;
+    float * dq = out_f32(c, "dq", "BTHK");
+    float * dk = out_f32(c, "dk", "BTJK");
+    float * dv = out_f32(c, "dv", "BTJV");
+    float * dg = grad_for(c, g, "dg", "BTH");
+    check_status(c, la_attn_backward(dq, dk, dv, dg, dout, q, k, v, g, o, lse, c->window, causal,
+                                     sh, &c->opts),
+                 "backward");
+}
+
+// based, rebased: q, k [B,T,H,K] (K = feature dim), v [B,T,H,V]; no state.
+static void run_poly(run_ctx * c, bool rebased) {
+    const float * q = load_f32(c, "q", true, "BTHK");
+    const float * k = load_f32(c, "k", true, "BTHK");
+    const float * v = load_f32(c, "v", true, "BTHV");
+    load_cu_seqlens(c);
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHV") : NULL;
+    check_all_used(c);
+    la_shape sh = shape_of(c);
+    const bool norm = !(c->given & OPF_NO_NORM);
+    const float eps = (float)c->eps;
+    float * o = out_f32(c, "o", "BTHV");
+    check_status(c, rebased ? la_rebased_forward(o, q, k, v, eps, norm, sh, &c->opts)
+                            : la_based_forward(o, q, k, v, norm, sh, &c->opts),
+                 "forward");
+    if (!c->backward) return;
+    float * dq = out_f32(c, "dq", "BTHK");
+    float * dk = out_f32(c, "dk", "BTHK");
+    float * dv = out_f32(c, "dv", "BTHV");
+    check_status(c, rebased ? la_rebased_backward(dq, dk, dv, dout, q, k, v, eps, norm, sh, &c->opts)
+                            : la_based_backward(dq, dk, dv, dout, q, k, v, norm, sh, &c->opts),
+                 "backward");
+}
+static void op_based(run_ctx * c) { run_poly(c, false); }
+static void op_rebased(run_ctx * c) { run_poly(c, true); }
+
+// rope: x [B,T,H,D]; offsets [N] (int64/int32) optional. OUT: o; --backward: dx from do.
+static void op_rope(run_ctx * c) {
+    const float * x = load_f32(c, "x", true, "BTHD");
+    load_cu_seqlens(c);
+    int64_t * off = NULL;
+    const la_st_tensor * t = la_st_find(c->in, "offsets");
+    if (t) {
+        mark_used(c, "offsets");
+        if (t->ndim != 1 || t->numel != c->dim['N'])
+            cli_die("%s: offsets must be 1-D with one entry per sequence (%lld)", c->in_path,
+                    (long long)c->dim['N']);
+        off = malloc((size_t)t->numel * sizeof(int64_t));
+        if (!off) cli_die("out of memory");
+        char err[512];
+        if (la_st_read_i64(c->in, t, off, t->numel, err, sizeof err) != LA_STATUS_OK) {
+            free(off);
+            cli_die("%s", err);
+        }
+        for (int64_t i = 0; i < t->numel; i++)
+            if (off[i] < 0) {
+                free(off);
+                cli_die("%s: offsets must be non-negative", c->in_path);
+            }
+    }
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTHD") : NULL;
+    check_all_used(c);
+    need_axes(c, "BTHD");
+    const int64_t Bn = c->dim['B'], T = c->dim['T'], H = c->dim['H'], D = c->dim['D'];
+    if (D % 2) cli_die("%s: rope needs an even head dim, got D = %lld", c->in_path, (long long)D);
+    float * o = out_f32(c, "o", "BTHD");
+    la_status st = la_rope_forward(o, x, (float)c->theta, off, Bn, T, H, D, &c->opts);
+    if (st == LA_STATUS_OK && c->backward) {
+        float * dx = out_f32(c, "dx", "BTHD");
+        st = la_rope_backward(dx, dout, (float)c->theta, off, Bn, T, H, D, &c->opts);
+    }
+    free(off);
+    check_status(c, st, c->backward ? "forward/backward" : "forward");
+}
+
+// short_conv: x [B,T,D]; weight [D,W] (or torch's [D,1,W]); bias [D]; initial_cache [N,D,W].
+// OUT: o, final_cache; --backward: dx, dweight, dbias, dinitial_cache (dfinal_cache read).
+static void op_short_conv(run_ctx * c) {
+    const float * x = load_f32(c, "x", true, "BTD");
+    const la_st_tensor * wt = la_st_find(c->in, "weight");
+    const float * w = load_f32(c, "weight", true, wt && wt->ndim == 3 ? "D1W" : "DW");
+    const float * bias = load_f32(c, "bias", false, "D");
+    load_cu_seqlens(c);
+    const float * c0 = load_f32(c, "initial_cache", false, "NDW");
+    const float * dout = c->backward ? load_f32(c, "do", true, "BTD") : NULL;
+    const float * dfc = c->backward ? load_f32(c, "dfinal_cache", false, "NDW") : NULL;
+    check_all_used(c);
+    need_axes(c, "BTDW");
+    const int64_t Bn = c->dim['B'], T = c->dim['T'], D = c->dim['D'], W = c->dim['W'];
+    float * o = out_f32(c, "o", "BTD");
+    float * fc = out_f32(c, "final_cache", "NDW");
+    check_status(c, la_short_conv_forward(o, fc, x, w, bias, c0, c->act, Bn, T, D, W, &c->opts),
+                 "forward");
+    if (!c->backward) return;
+    float * dx = out_f32(c, "dx", "BTD");
+    float * dw = out_f32(c, "dweight", wt && wt->ndim == 3 ? "D1W" : "DW");
+    float * db = grad_for(c, bias, "dbias", "D");
+    float * dc0 = grad_for(c, c0, "dinitial_cache", "NDW");
+    check_status(c, la_short_conv_backward(dx, dw, db, dc0, dout, dfc, x, w, bias, c0, c->act, Bn,
+                                           T, D, W, false, &c->opts),
+                 "backward");
+}
+
 typedef struct op_desc {
     const char * name;
     unsigned     flags;  // OPF_* the op accepts
@@ -591,10 +764,10 @@ typedef struct op_desc {
 } op_desc;
 
 static const op_desc g_ops[] = {
-    { "linear_attn", OPF_SCALE | OPF_CHUNK | OPF_NORMALIZE, op_linear_attn,
+    { "linear_attn", OPF_SCALE | OPF_CHUNK | OPF_NORMALIZE | OPF_NON_CAUSAL, op_linear_attn,
       "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]; with --normalize initial_z "
       "[N,1,H,K] (or [N,H,K])" },
-    { "simple_gla", OPF_SCALE | OPF_CHUNK, op_simple_gla,
+    { "simple_gla", OPF_SCALE | OPF_CHUNK | OPF_NON_CAUSAL, op_simple_gla,
       "q, k [B,T,H,K]; v [B,T,H,V]; g [B,T,H] or g_gamma [H]; initial_state [N,H,K,V]" },
     { "retention", OPF_SCALE | OPF_CHUNK, op_retention,
       "q, k [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]" },
@@ -627,6 +800,17 @@ static const op_desc g_ops[] = {
       "q, k, a, b [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V]" },
     { "rwkv7", OPF_SCALE | OPF_CHUNK, op_rwkv7,
       "r, w, k, a, b [B,T,H,K]; v [B,T,H,V]; initial_state [N,H,K,V] (scale 1 by default)" },
+    { "attn", OPF_SCALE | OPF_WINDOW | OPF_NON_CAUSAL, op_attn,
+      "q [B,T,H,K]; k [B,T,HKV,K]; v [B,T,HKV,V]; g [B,T,H] (forgetting attention); "
+      "OUT also lse [B,T,H]" },
+    { "based", OPF_SCALE | OPF_NO_NORM, op_based, "q, k [B,T,H,F]; v [B,T,H,V]" },
+    { "rebased", OPF_SCALE | OPF_NO_NORM | OPF_EPS, op_rebased,
+      "q, k [B,T,H,F]; v [B,T,H,V] (eps 1e-5 unless --eps)" },
+    { "rope", OPF_THETA, op_rope,
+      "x [B,T,H,D]; offsets [N] (start position per sequence); theta 10000 unless --theta" },
+    { "short_conv", OPF_ACTIVATION, op_short_conv,
+      "x [B,T,D]; weight [D,W] or [D,1,W]; bias [D]; initial_cache [N,D,W]; "
+      "--activation silu|identity (default identity)" },
     { "mamba2", OPF_CHUNK, op_mamba2,
       "x [B,T,H,P]; dt [B,T,H]; A_log [H]; B, C [B,T,G,Nst]; D [H]; dt_bias [H]; "
       "initial_state [N,H,Nst,P]" },
@@ -661,6 +845,9 @@ int cmd_op(int argc, char ** argv) {
     c->opts = la_opts_default();
     for (int i = 0; i < 128; i++) c->dim[i] = -1;
     c->dim['1'] = 1;  // a literal axis of size 1
+    c->theta = 10000.0;
+    c->eps = 1e-5;
+    c->act = LA_ACT_IDENTITY;
     const op_desc * op = NULL;
     for (size_t i = 0; i < N_OPS; i++)
         if (!strcmp(g_ops[i].name, c->op)) op = &g_ops[i];
@@ -722,6 +909,17 @@ int cmd_op(int argc, char ** argv) {
         if (g_flags[j].bit == OPF_SCALE) {
             c->opts.scale = (float)cli_parse_double("--scale", c->flag_val[j], -1e6, 1e6);
             if (c->opts.scale == 0.0f) cli_die("--scale must be non-zero");
+        } else if (g_flags[j].bit == OPF_WINDOW) {
+            c->window = cli_parse_int("--window-size", c->flag_val[j], 1, (int64_t)1 << 40);
+        } else if (g_flags[j].bit == OPF_THETA) {
+            c->theta = cli_parse_double("--theta", c->flag_val[j], 1.0, 1e12);
+        } else if (g_flags[j].bit == OPF_EPS) {
+            c->eps = cli_parse_double("--eps", c->flag_val[j], 1e-30, 1.0);
+        } else if (g_flags[j].bit == OPF_ACTIVATION) {
+            if (!strcmp(c->flag_val[j], "silu") || !strcmp(c->flag_val[j], "swish"))
+                c->act = LA_ACT_SILU;
+            else if (!strcmp(c->flag_val[j], "identity")) c->act = LA_ACT_IDENTITY;
+            else cli_die("--activation: '%s' is not one of silu, identity", c->flag_val[j]);
         } else if (g_flags[j].bit == OPF_LOWER_BOUND) {
             c->opts.lower_bound =
                 (float)cli_parse_double("--lower-bound", c->flag_val[j], -1e6, 0.0);
