@@ -167,7 +167,9 @@ static void bench_decode(const bench_cfg * cfg, FILE * csv) {
                "us/step", "tokens/s", "GB/s", "%bandwidth");
         const int64_t Ns[2] = { 1, 64 };
         for (int op = 0; op < la_opset_count; op++) {
-            if (!cfg->ops[op] || !strcmp(la_opset[op].note, "normalize")) continue;
+            if (!cfg->ops[op] || !strcmp(la_opset[op].note, "normalize") ||
+                la_opset[op].quadratic)
+                continue;
             for (int b = 0; b < 2; b++) {
                 la_shape sh = { Ns[b], 1, cfg->H, cfg->K, cfg->V };
                 op_inst * x = op_inst_new(op, sh, 3);
@@ -299,8 +301,9 @@ static void bench_usage(FILE * f) {
             "                     [--min-time S] [--csv FILE] [--quick]\n"
             "                     [--no-decode] [--decode-only] [--no-scan] [--scan-only]\n"
             "  --ops      linear_attn,linear_attn_norm,simple_gla,retention,mamba2,gla,rwkv6,hgrn,\n"
-            "             selective_scan,delta_rule,gated_delta_rule,kda,dplr_delta_rule,rwkv7\n"
-            "             (default all)\n"
+            "             selective_scan,delta_rule,gated_delta_rule,kda,dplr_delta_rule,rwkv7,\n"
+            "             attn (causal softmax attention, quadratic in T: not in the default set)\n"
+            "             (default: all but attn)\n"
             "  --forms    chunk,recurrent,ref (default chunk,recurrent)\n"
             "  --T        sequence lengths (default 1024,2048,4096,8192,16384,32768,65536)\n"
             "  --threads  thread counts (default 1,2)\n"
@@ -311,7 +314,7 @@ static void bench_usage(FILE * f) {
 int cmd_bench(int argc, char ** argv) {
     bench_cfg cfg = { .H = 8, .K = 128, .V = 128, .C = 0, .backward = true, .min_time = 0.3,
                       .decode = true, .scan = true };
-    for (int i = 0; i < la_opset_count; i++) cfg.ops[i] = true;
+    for (int i = 0; i < la_opset_count; i++) cfg.ops[i] = !la_opset[i].quadratic;
     cfg.forms[LA_FORM_CHUNK] = cfg.forms[LA_FORM_RECURRENT] = true;
     const int64_t defT[] = { 1024, 2048, 4096, 8192, 16384, 32768, 65536 };
     cfg.nT = 7;
@@ -467,7 +470,7 @@ int cmd_bench(int argc, char ** argv) {
                         int reps;
                         double s = time_it(x, form, cfg.C, p == 1, cfg.min_time, &reps);
                         double flops = op_flops_per_token(op, form, sh, cfg.C) * (double)sh.T *
-                                       (double)sh.H * (p ? 3.0 : 1.0);
+                                       (double)sh.H * (p ? op_fwdbwd_factor(op) : 1.0);
                         double gf = flops / s * 1e-9;
                         printf("%-16s %-12s %-9s %-7s %7lld %10.2f %12.0f %9.1f %7.1f%%\n",
                                la_opset[op].name, la_opset[op].note[0] ? la_opset[op].note : "-",

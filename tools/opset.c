@@ -7,7 +7,7 @@
 
 enum {
     OP_LINEAR_ATTN, OP_LINEAR_ATTN_NORM, OP_SIMPLE_GLA, OP_RETENTION, OP_MAMBA2, OP_GLA, OP_RWKV6,
-    OP_HGRN, OP_SELECTIVE_SCAN, OP_DELTA_RULE, OP_GDN, OP_KDA, OP_DPLR, OP_RWKV7
+    OP_HGRN, OP_SELECTIVE_SCAN, OP_DELTA_RULE, OP_GDN, OP_KDA, OP_DPLR, OP_RWKV7, OP_ATTN
 };
 
 const op_entry la_opset[] = {
@@ -25,6 +25,7 @@ const op_entry la_opset[] = {
     { "kda", "g [B,T,H,K]" },
     { "dplr_delta_rule", "gk [B,T,H,K]" },
     { "rwkv7", "w [B,T,H,K]" },
+    { "attn", "causal", true },
 };
 const int la_opset_count = sizeof la_opset / sizeof la_opset[0];
 
@@ -44,6 +45,7 @@ struct op_inst {
     float *  Am, * dAm;                       // (D, N) selective_scan A
     float *  beta, * dbeta;                   // (B,T,H) delta family
     float *  a, * b, * da, * db;              // (B,T,H,K) dplr / rwkv7 low-rank vectors
+    float *  lse;                             // (B,T,H) attn row log-sum-exp
 };
 
 static bool is_delta(int w) { return w == OP_DELTA_RULE || w == OP_GDN || w == OP_KDA; }
@@ -77,9 +79,9 @@ op_inst * op_inst_new(int which, la_shape sh, uint64_t seed) {
     x->dA = malloc((size_t)sh.H * 4); x->dD = malloc((size_t)sh.H * 4);
     x->xg = malloc(fv); x->dxg = malloc(fv);
     x->Am = malloc((size_t)(sh.H * sh.V * sh.K) * 4); x->dAm = malloc((size_t)(sh.H * sh.V * sh.K) * 4);
-    x->beta = malloc(fg); x->dbeta = malloc(fg);
+    x->beta = malloc(fg); x->dbeta = malloc(fg); x->lse = malloc(fg);
     x->a = malloc(fq); x->b = malloc(fq); x->da = malloc(fq); x->db = malloc(fq);
-    if (!x->beta || !x->dbeta || !x->a || !x->b || !x->da || !x->db) {
+    if (!x->beta || !x->dbeta || !x->lse || !x->a || !x->b || !x->da || !x->db) {
         op_inst_free(x);
         return NULL;
     }
@@ -136,7 +138,7 @@ void op_inst_free(op_inst * x) {
     free(x->dq); free(x->dk); free(x->dv); free(x->dg);
     free(x->A_log); free(x->D); free(x->dA); free(x->dD); free(x->gk); free(x->dgk); free(x->u); free(x->du); free(x->state);
     free(x->xg); free(x->dxg); free(x->Am); free(x->dAm);
-    free(x->beta); free(x->dbeta); free(x->a); free(x->b); free(x->da); free(x->db);
+    free(x->beta); free(x->dbeta); free(x->lse); free(x->a); free(x->b); free(x->da); free(x->db);
     free(x);
 }
 
@@ -185,6 +187,8 @@ la_status op_inst_forward(op_inst * x, la_form form, int32_t C) {
                                           x->sh, &o);
     case OP_RWKV7:
         return la_rwkv7_forward(x->o, NULL, x->q, x->gk, x->k, x->v, x->a, x->b, NULL, x->sh, &o);
+    case OP_ATTN:
+        return la_attn_forward(x->o, x->lse, x->q, x->k, x->v, NULL, 0, true, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -284,6 +288,9 @@ la_status op_inst_backward(op_inst * x, la_form form, int32_t C) {
     case OP_RWKV7:
         return la_rwkv7_backward(x->dq, x->dgk, x->dk, x->dv, x->da, x->db, NULL, x->dout, NULL,
                                  x->q, x->gk, x->k, x->v, x->a, x->b, NULL, x->sh, &o);
+    case OP_ATTN:
+        return la_attn_backward(x->dq, x->dk, x->dv, NULL, x->dout, x->q, x->k, x->v, NULL, x->o,
+                                x->lse, 0, true, x->sh, &o);
     }
     return LA_STATUS_INVALID_ARG;
 }
@@ -317,6 +324,8 @@ double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
     // selective_scan 6 per (channel, state) (the exponential not counted), in every form.
     if (which == OP_HGRN) return 2 * V;
     if (which == OP_SELECTIVE_SCAN) return 6 * V * K;
+    if (which == OP_ATTN)  // causal: token t meets t + 1 keys; (T + 1)(K + V) on average
+        return ((double)sh.T + 1.0) * (K + V);
     const double c = (double)(C > 0 ? C : is_dplr(which) ? 32 : 64);  // the ops' defaults
     if (is_delta(which)) {  // ALGORITHMS.md 11.2 / 11.3 (dense)
         if (form != LA_FORM_CHUNK) return (which == OP_DELTA_RULE ? 6 : 7) * K * V;
@@ -333,3 +342,5 @@ double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C) {
     return 4 * K * V + 2 * c * (K + V);  // inter-chunk 4KV + dense intra-chunk 2C(K+V)
     // (gla and rwkv6 use the same count, ALGORITHMS.md 11.3)
 }
+
+double op_fwdbwd_factor(int which) { return which == OP_ATTN ? 3.5 : 3.0; }

@@ -10,7 +10,9 @@ typedef struct op_inst op_inst;  // inputs, outputs and gradients of one op at o
 
 typedef struct op_entry {
     const char * name;
-    const char * note;  // shown in tables (e.g. "normalize")
+    const char * note;       // shown in tables (e.g. "normalize")
+    bool         quadratic;  // softmax attention: cost grows with T per token, no fixed state
+                             // (no decode bench; the demo's long-sequence ref form is skipped)
 } op_entry;
 
 extern const op_entry la_opset[];
@@ -32,5 +34,8 @@ const float * op_inst_grad(const op_inst * x, int64_t * n);
 // Forward FLOPs per token per head of the op in a form (ALGORITHMS.md 11.2-11.3, dense counts);
 // the forward+backward model count is 3x this.
 double op_flops_per_token(int which, la_form form, la_shape sh, int32_t C);
+// Forward+backward model FLOPs over forward FLOPs: 3 for the linear mixers (ALGORITHMS.md 11.5),
+// 3.5 for softmax attention (FlashAttention's convention: backward = 2.5x forward).
+double op_fwdbwd_factor(int which);
 
 #endif
