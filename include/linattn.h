@@ -500,7 +500,7 @@ LA_API la_status la_attn_backward(float * dq, float * dk, float * dv, float * dg
 // v (N, HKV, V); o (N, HQ, V); k_cache (N, capacity, HKV, K), v_cache (N, capacity, HKV, V):
 // position p lives in slot p % capacity, so with a window a ring of capacity >= w suffices;
 // without one, capacity must exceed cache_len[n] (else LA_STATUS_INVALID_ARG, nothing
-// written). A gate is not supported in decode.
+// written). A gate is not supported in decode. Decode needs no workspace (opts.work is unused).
 LA_API la_status la_attn_decode(float * o, const float * q, const float * k, const float * v,
                                 float * k_cache, float * v_cache, int64_t * cache_len,
                                 int64_t capacity, int64_t window_size, la_shape sh,
