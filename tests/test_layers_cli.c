@@ -167,8 +167,10 @@ static void good_short_conv(void) {
     la_write_st(la_tmp("conv_in.safetensors"), in, 4);
     la_bad_call("short_conv --activation relu", "short_conv --in %s --activation relu",
                 la_tmp("conv_in.safetensors"));
-    const la_tin bad_cache[] = { in[0], in[1], F32("initial_cache", 3, B, D, W + 1, 0, c0) };
+    float * c1 = la_new_normal(&r, B * D * (W + 1), 1);
+    const la_tin bad_cache[] = { in[0], in[1], F32("initial_cache", 3, B, D, W + 1, 0, c1) };
     la_write_st(la_tmp("conv_cache.safetensors"), bad_cache, 3);
+    free(c1);
     la_bad_call("short_conv cache width", "short_conv --in %s", la_tmp("conv_cache.safetensors"));
     la_bad_call("short_conv --scale", "short_conv --in %s --scale 2", la_tmp("conv_in.safetensors"));
     free(x), free(w), free(bias), free(c0), free(dout), free(dfc), free(o), free(fc), free(dx);
