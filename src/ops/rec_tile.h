@@ -32,9 +32,9 @@
 // then find it in L2 and write each element once. The last token's sweeps also prefetch into
 // L2 the state LA_REC_PF_SLOTS slots ahead (a later task's: la_run_tasks runs a thread's tasks
 // in slot order), so memory keeps streaming while the core computes on cached lines. One
-// thread, N = 64, H = 8, K = V = 128 (32 MiB of state): 20-24 GB/s with a tile-by-tile first
+// thread, N = 64, H = 8, K = V = 128 (32 MiB of state): 19-25 GB/s with a tile-by-tile first
 // pass (strided: 128 bytes of every 4 V), 16-17 GB/s with the whole-state pass but no prefetch,
-// 31-40 GB/s with both (gla's single pass: 45-48 GB/s).
+// 38-41 GB/s with both (gla's single pass: 46-48 GB/s).
 //
 // Backward: the op's reverse-time adjoint, G = dL/dS_t, on a column-major state (V, Kp), Kp =
 // K rounded up to 16 with zero padding rows: the reductions over K (r_t, and the adjoints' G^T
