@@ -696,6 +696,119 @@ LA_API la_status la_cross_entropy(double * loss, float * dlogits, const float * 
                                   int64_t ignore_index);
 
 // ---------------------------------------------------------------------------------------------
+// Models (OPS.md 4-8): fla's causal LM (embeddings, pre-norm blocks of token mixer and SwiGLU
+// MLP, final RMSNorm, LM head), built from a config.json text and saved as a directory with
+// config.json and model.safetensors under fla's tensor names. Hybrids are the config's `attn`
+// spec (which layers are softmax attention).
+//
+// Memory: the parameters, their gradients and AdamW's moments are each one arena; the
+// activations of a (B, T) batch and the scratch of every call are two more, sized by
+// la_model_reserve (called implicitly with the shape of each call, growing only).
+
+typedef struct la_model la_model;
+typedef struct la_cache la_cache;
+
+LA_API la_status la_model_from_json(la_model ** out, const char * config_json, char * err,
+                                    size_t errlen);
+LA_API void      la_model_free(la_model * m);
+// Initialises every parameter as fla does (OPS.md 4.6); tensor i draws from stream (seed, i).
+LA_API void      la_model_init(la_model * m, uint64_t seed);
+LA_API int64_t   la_model_num_params(const la_model * m);
+LA_API char *    la_model_config_json(const la_model * m);  // malloc'd config.json text
+LA_API la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train);
+LA_API void      la_model_zero_grad(la_model * m);
+
+// Loss of a batch: ids, labels (B, T) (labels LA_IGNORE_INDEX where no loss); *loss = mean
+// cross-entropy over the counted positions (*count of them). backward: adds the gradient of
+// weight * loss to the model's gradient arena (weight = count / total count when micro-batches
+// are accumulated).
+LA_API la_status la_model_loss(la_model * m, double * loss, int64_t * count, const int64_t * ids,
+                               const int64_t * labels, int64_t B, int64_t T, bool backward,
+                               float weight);
+// Logits (B, T, vocab), or (B, vocab) of each row's last token with last_only. With a cache,
+// B is its N sequences, the mixers start from it (chunk form for T > 1, the recurrent step for
+// T = 1) and it advances by T tokens.
+LA_API la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int64_t B,
+                                 int64_t T, la_cache * cache, bool last_only);
+// Decode caches for N sequences: recurrent states and conv caches of the linear layers, and
+// K/V of the attention layers with room for `capacity` tokens (a windowed layer keeps a ring
+// of min(capacity, window) slots).
+LA_API la_status la_cache_new(la_cache ** out, const la_model * m, int64_t N, int64_t capacity);
+LA_API void      la_cache_free(la_cache * c);
+// Decode state per sequence in floats: fixed (recurrent states, conv caches) and per cached
+// token (attention K/V).
+LA_API void      la_model_state_size(const la_model * m, int64_t * fixed, int64_t * per_token);
+LA_API int64_t   la_model_layer_act(const la_model * m, int64_t layer, int64_t B, int64_t T);
+LA_API const char * la_model_layer_kind(const la_model * m, int64_t layer);
+
+// Checkpoints. la_model_save writes DIR.tmp.XXXXXX (config.json, model.safetensors, then the
+// hook's files) and swaps it in atomically; an existing DIR is replaced only when it holds
+// nothing but checkpoint files. la_model_load checks every tensor's presence, shape and
+// finiteness and rejects tensors the config does not explain.
+typedef la_status (*la_save_hook)(void * ctx, const char * tmp_dir, char * err, size_t errlen);
+LA_API la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook,
+                               void * ctx, char * err, size_t errlen);
+LA_API la_status la_model_load(la_model ** out, const char * dir, char * err, size_t errlen);
+// Writes PATH.tmp.XXXXXX, fsyncs and renames it over PATH.
+LA_API la_status la_write_file_atomic(const char * path, const void * data, size_t n, char * err,
+                                      size_t errlen);
+// Reads a text file of at most max bytes (NUL-terminated, malloc'd), or NULL with err set.
+LA_API char *    la_read_text_file(const char * path, size_t max, char * err, size_t errlen);
+
+// ---------------------------------------------------------------------------------------------
+// Data: synthetic tasks and byte-level text                                (ALGORITHMS.md 9)
+//
+// Every generator is a pure function of (seed, example index): example i is the same whatever
+// was generated before it and whatever the batch size, so a resumed run sees exactly the
+// batches it would have seen, and a test set is a different seed.
+
+#define LA_IGNORE_INDEX (-100)  // label of positions that carry no loss (fla, torch)
+
+// MQAR, multi-query associative recall (Zoology's multiquery_ar, ALGORITHMS.md 9.1):
+// key-value pairs, then queries of the keys placed with power-law gaps; the label at a query's
+// position is its value, every other label is LA_IGNORE_INDEX.
+typedef struct la_mqar_cfg {
+    int64_t vocab;               // Vc > seq_len; keys in [1, Vc/2), values in [Vc/2, Vc), 0 filler
+    int64_t seq_len;             // N, even
+    int64_t num_kv_pairs;        // D >= 1, with 2 D p + 2 D <= N
+    double  power_a;             // a in (0, 1]: P(gap = i) ~ a (i + 1)^(a - 1); Zoology 0.01
+    int64_t num_passes;          // p >= 1: the pairs are repeated p times
+    bool    random_non_queries;  // fillers become uniform tokens in [0, Vc) (Zoology's default)
+} la_mqar_cfg;
+// Zoology's defaults at the smallest Fig. 2 point: Vc 8192, N 64, D 4, a 0.01, p 1, random
+// non-queries on.
+LA_API la_mqar_cfg la_mqar_default(void);
+// LA_STATUS_INVALID_ARG with a one-line reason naming the field when cfg is unusable.
+LA_API la_status la_mqar_check(const la_mqar_cfg * cfg, char * err, size_t errlen);
+// Examples first .. first + n - 1: inputs, labels (n, seq_len) int64.
+LA_API la_status la_mqar_generate(int64_t * inputs, int64_t * labels, const la_mqar_cfg * cfg,
+                                  uint64_t seed, int64_t first, int64_t n);
+
+// Byte-level text: tokens are the file's bytes (0..255) after one BOS; the file must be valid
+// UTF-8 (checked, the error names the byte offset). The first (1 - val_frac) of the tokens
+// are the training split, the rest the validation split.
+#define LA_TEXT_BOS   256
+#define LA_TEXT_EOS   257
+#define LA_TEXT_VOCAB 258
+typedef struct la_text la_text;
+LA_API la_status la_text_open(la_text ** out, const char * path, double val_frac, char * err,
+                              size_t errlen);
+LA_API la_status la_text_from_memory(la_text ** out, const void * bytes, size_t n,
+                                     double val_frac, char * err, size_t errlen);
+LA_API void      la_text_close(la_text * t);
+LA_API int64_t   la_text_tokens(const la_text * t, bool val);  // tokens in the split
+// Training windows: window i (first <= i < first + n) starts at a position drawn from
+// (seed, i) in the split; inputs (n, T) and labels (n, T) = the next token. The split must
+// hold at least T + 1 tokens (else LA_STATUS_SHAPE).
+LA_API la_status la_text_sample(const la_text * t, bool val, int64_t * inputs, int64_t * labels,
+                                int64_t T, uint64_t seed, int64_t first, int64_t n);
+// Evaluation windows: window i covers tokens [i T, (i + 1) T] of the split (labels shifted by
+// one), i < la_text_windows(); the last partial window is padded with LA_IGNORE_INDEX labels.
+LA_API int64_t   la_text_windows(const la_text * t, bool val, int64_t T);
+LA_API la_status la_text_window(const la_text * t, bool val, int64_t * inputs, int64_t * labels,
+                                int64_t T, int64_t first, int64_t n);
+
+// ---------------------------------------------------------------------------------------------
 // safetensors I/O
 //
 // The reader maps the file and validates it strictly before returning: header length within
