@@ -331,4 +331,13 @@ typedef struct la_want_out {
 void la_good_run(const char * tag, const char * op, const char * flags, const la_tin * in,
                  int nin, const la_want_out * w, int nw);
 
+// --- Models (tests/testlib.c) -------------------------------------------------------------------
+// A model from config.json text, initialised with seed (exits on a rejected config).
+struct la_model * la_test_model(const char * json, uint64_t seed);
+// Every parameter tensor's gradient against central differences of the loss along a random
+// unit direction (tolerance 3e-2 relative + 2e-4), for a (2, 19) batch with ignored labels.
+void la_model_grad_check(const char * json, int ci);
+// Prefill in two chunks then decode token by token against one full forward (2e-4 relative).
+void la_model_decode_check(const char * json, int ci);
+
 #endif
