@@ -725,11 +725,34 @@ LA_API void      la_model_zero_grad(la_model * m);
 LA_API la_status la_model_loss(la_model * m, double * loss, int64_t * count, const int64_t * ids,
                                const int64_t * labels, int64_t B, int64_t T, bool backward,
                                float weight);
+// Evaluation: the loss as above and *correct = counted positions whose argmax is the label.
+LA_API la_status la_model_eval(la_model * m, double * loss, int64_t * count, int64_t * correct,
+                               const int64_t * ids, const int64_t * labels, int64_t B,
+                               int64_t T);
 // Logits (B, T, vocab), or (B, vocab) of each row's last token with last_only. With a cache,
 // B is its N sequences, the mixers start from it (chunk form for T > 1, the recurrent step for
 // T = 1) and it advances by T tokens.
 LA_API la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int64_t B,
                                  int64_t T, la_cache * cache, bool last_only);
+// Training: warmup + cosine learning rate at 0-based step of total (linear warmup to lr over
+// `warmup` steps, then cosine down to min_lr at the last step).
+LA_API double    la_lr_schedule(int64_t step, int64_t total, int64_t warmup, double lr,
+                                double min_lr);
+// Global gradient norm (fixed-order sum); with clip > 0, scales the gradients by
+// clip / (norm + 1e-6) when the norm exceeds clip. Returns the norm before clipping.
+LA_API double    la_model_clip_grad(la_model * m, double clip);
+typedef struct la_adamw {
+    double beta1, beta2, eps, weight_decay;  // torch defaults 0.9, 0.999, 1e-8; wd decoupled
+} la_adamw;
+// One AdamW step at 1-based step t (bias correction), torch.optim.AdamW semantics; weight
+// decay skips 1-D tensors (norms, biases, A_log, dt_bias).
+LA_API la_status la_model_adamw(la_model * m, double lr, const la_adamw * opt, int64_t t);
+LA_API bool      la_model_params_finite(const la_model * m);
+// The optimizer state (AdamW moments and step) as safetensors, for exact resume.
+LA_API la_status la_model_optim_save(const la_model * m, const char * path, int64_t step,
+                                     char * err, size_t errlen);
+LA_API la_status la_model_optim_load(la_model * m, const char * path, int64_t * step, char * err,
+                                     size_t errlen);
 // Decode caches for N sequences: recurrent states and conv caches of the linear layers, and
 // K/V of the attention layers with room for `capacity` tokens (a windowed layer keeps a ring
 // of min(capacity, window) slots).

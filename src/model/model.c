@@ -339,9 +339,10 @@ static la_status block_forward(la_model * m, const la_layer * L, const la_call *
 // Head over the rows listed in idx (n of them): logits (n, vocab) in blocks of HEAD_ROWS.
 // With targets: adds the summed loss to *loss_sum and, when dhn is given, writes
 // d(weight * sum loss / count) into dhn's rows and adds to the head's gradient.
+// correct (optional) counts rows whose argmax is the target (first maximum wins).
 static la_status head(la_model * m, const float * hn, const int64_t * idx, int64_t n,
                       const int64_t * targets, float * logits_out, double * loss_sum,
-                      float * dhn, float weight) {
+                      float * dhn, float weight, int64_t * correct) {
     const int64_t D = m->D, V = m->vocab;
     la_carver cv = { (char *)m->work, 0 };
     float * x = la_carve(&cv, (size_t)HEAD_ROWS * (size_t)D * sizeof(float));   // (HB, D)
@@ -357,6 +358,13 @@ static la_status head(la_model * m, const float * hn, const int64_t * idx, int64
         if (s) return s;
         if (!targets) continue;
         for (int64_t i = 0; i < nb; i++) tg[i] = targets[idx[r0 + i]];
+        for (int64_t i = 0; correct && i < nb; i++) {
+            const float * row = out + i * V;
+            int64_t best = 0;
+            for (int64_t v = 1; v < V; v++)
+                if (row[v] > row[best]) best = v;
+            *correct += best == tg[i];
+        }
         double l;
         s = la_cross_entropy(&l, dhn ? out : NULL, out, tg, nb, V, LA_IGNORE_INDEX);
         if (s) return s;
@@ -406,9 +414,9 @@ static float * model_forward(la_model * m, const int64_t * ids, int64_t B, int64
     return s ? NULL : hn;
 }
 
-la_status la_model_loss(la_model * m, double * loss, int64_t * count, const int64_t * ids,
-                        const int64_t * labels, int64_t B, int64_t T, bool backward,
-                        float weight) {
+static la_status model_loss(la_model * m, double * loss, int64_t * count, int64_t * correct,
+                            const int64_t * ids, const int64_t * labels, int64_t B, int64_t T,
+                            bool backward, float weight) {
     if (!m || !ids || !labels || !loss) return LA_STATUS_INVALID_ARG;
     if (B <= 0 || T <= 0) return LA_STATUS_SHAPE;
     const int64_t rows = B * T, D = m->D;
@@ -430,7 +438,7 @@ la_status la_model_loss(la_model * m, double * loss, int64_t * count, const int6
         if (labels[i] != LA_IGNORE_INDEX) idx[n++] = i;
     double sum = 0;
     if (train) memset(dh, 0, bf * sizeof(float));
-    if (n) s = head(m, hn, idx, n, labels, NULL, &sum, train ? dh : NULL, weight);
+    if (n) s = head(m, hn, idx, n, labels, NULL, &sum, train ? dh : NULL, weight, correct);
     free(idx);
     *loss = n ? sum / (double)n : 0.0;
     if (count) *count = n;
@@ -464,6 +472,19 @@ la_status la_model_loss(la_model * m, double * loss, int64_t * count, const int6
     return s;
 }
 
+la_status la_model_loss(la_model * m, double * loss, int64_t * count, const int64_t * ids,
+                        const int64_t * labels, int64_t B, int64_t T, bool backward,
+                        float weight) {
+    return model_loss(m, loss, count, NULL, ids, labels, B, T, backward, weight);
+}
+
+la_status la_model_eval(la_model * m, double * loss, int64_t * count, int64_t * correct,
+                        const int64_t * ids, const int64_t * labels, int64_t B, int64_t T) {
+    if (!correct) return LA_STATUS_INVALID_ARG;
+    *correct = 0;
+    return model_loss(m, loss, count, correct, ids, labels, B, T, false, 0.0f);
+}
+
 // Logits of every position (last_only false: (B, T, vocab)) or of each row's last position
 // ((B, vocab)); with a cache the rows are its N sequences and the cache advances by T.
 la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int64_t B,
@@ -479,7 +500,7 @@ la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int
     int64_t * idx = malloc((size_t)n * sizeof *idx);
     if (!idx) return LA_STATUS_NOMEM;
     for (int64_t i = 0; i < n; i++) idx[i] = last_only ? i * T + T - 1 : i;
-    s = head(m, hn, idx, n, NULL, logits, NULL, NULL, 0.0f);
+    s = head(m, hn, idx, n, NULL, logits, NULL, NULL, 0.0f, NULL);
     free(idx);
     return s;
 }
