@@ -714,6 +714,9 @@ LA_API void      la_model_free(la_model * m);
 // Initialises every parameter as fla does (OPS.md 4.6); tensor i draws from stream (seed, i).
 LA_API void      la_model_init(la_model * m, uint64_t seed);
 LA_API int64_t   la_model_num_params(const la_model * m);
+LA_API int64_t   la_model_vocab(const la_model * m);
+LA_API int64_t   la_model_layers(const la_model * m);
+LA_API int64_t   la_model_hidden(const la_model * m);
 LA_API char *    la_model_config_json(const la_model * m);  // malloc'd config.json text
 LA_API la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train);
 LA_API void      la_model_zero_grad(la_model * m);

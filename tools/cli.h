@@ -21,5 +21,6 @@ double cli_now(void);  // seconds, monotonic
 int cmd_op(int argc, char ** argv);
 int cmd_bench(int argc, char ** argv);
 int cmd_demo(int argc, char ** argv);
+int cmd_forms(int argc, char ** argv);
 
 #endif

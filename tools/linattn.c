@@ -2,8 +2,11 @@
 //
 //   linattn op NAME --in IN.safetensors --out OUT.safetensors [...]   run one op (the op runner)
 //   linattn bench [...]                                               time ops against sgemm
-//   linattn demo                                                      forms agree, and their speed
+//   linattn demo                                      train GDN and a GDN+attention hybrid on MQAR
+//   linattn train / eval / generate / info            language models (tools/train.c, lm.c)
+//   linattn forms                                     each op's forms agree, and their speed
 #include "cli.h"
+#include "lm.h"
 
 #include <errno.h>
 #include <math.h>
@@ -58,7 +61,14 @@ static void usage(FILE * f) {
             "                                  run one op; 'linattn op --help' lists ops and flags\n"
             "  linattn bench [options]         time every op and form next to sgemm\n"
             "                                  ('linattn bench --help')\n"
-            "  linattn demo                    run each mixer on a long random sequence: forms\n"
+            "  linattn demo                    train a pure Gated DeltaNet and a 3:1 GDN+attention\n"
+            "                                  hybrid on MQAR and compare their recall\n"
+            "  linattn train [options]         train a model ('linattn train --help')\n"
+            "  linattn eval CKPT [options]     loss / perplexity / MQAR accuracy of a checkpoint\n"
+            "  linattn generate CKPT --prompt TEXT   sample from a checkpoint (chunked prefill,\n"
+            "                                  then decoding on the recurrent state)\n"
+            "  linattn info CKPT               config, parameters, state and activation memory\n"
+            "  linattn forms                   run each mixer on a long random sequence: forms\n"
             "                                  agree, and how fast each is\n"
             "  linattn version                 print the version, ISA and BLAS backend\n",
             LA_VERSION_STRING);
@@ -73,6 +83,11 @@ int main(int argc, char ** argv) {
     if (!strcmp(cmd, "op")) return cmd_op(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo")) return cmd_demo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "forms")) return cmd_forms(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("linattn %s (kernels: %s, blas: %s, threads: %d)\n", LA_VERSION_STRING,
                la_cpu_isa(), la_blas_backend(), la_get_num_threads());

@@ -817,3 +817,7 @@ la_status la_model_load(la_model ** out, const char * dir, char * err, size_t er
 }
 
 char * la_model_config_json(const la_model * m) { return la_config_dump(&m->cfg); }
+
+int64_t la_model_vocab(const la_model * m) { return m->vocab; }
+int64_t la_model_layers(const la_model * m) { return m->L; }
+int64_t la_model_hidden(const la_model * m) { return m->D; }
