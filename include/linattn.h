@@ -652,6 +652,14 @@ LA_API la_status la_rmsnorm_gated_backward(float * dx, float * dgate, float * dw
                                            const float * w, float eps, la_act act, int64_t rows,
                                            int64_t D, bool accumulate);
 
+// LayerNorm over the last axis D (torch's nn.LayerNorm, biased variance):
+//   y = (x - mean(x)) / sqrt(var(x) + eps) o w + b;  w, b (D) or NULL. Backward: dx, dw, db.
+LA_API la_status la_layernorm_forward(float * y, const float * x, const float * w,
+                                      const float * b, float eps, int64_t rows, int64_t D);
+LA_API la_status la_layernorm_backward(float * dx, float * dw, float * db, const float * dy,
+                                       const float * x, const float * w, float eps, int64_t rows,
+                                       int64_t D, bool accumulate);
+
 // L2 norm over the last axis D (OPS.md 0): y = x / sqrt(sum x^2 + eps), eps = 1e-6 as fla.
 LA_API la_status la_l2norm_forward(float * y, const float * x, float eps, int64_t rows, int64_t D);
 LA_API la_status la_l2norm_backward(float * dx, const float * dy, const float * x, float eps,

@@ -74,8 +74,7 @@ int32_t la_layer_param(la_model * m, la_layer * L, const char * suffix, int32_t 
     if (L && L->np == LA_MAX_LAYER_PARAMS) return -1;
     la_param * p = &m->par[m->n_par];
     memset(p, 0, sizeof *p);
-    const int n = L ? snprintf(p->name, sizeof p->name, "model.layers.%d.attn.%s", L->idx, suffix)
-                    : snprintf(p->name, sizeof p->name, "%s", suffix);
+    const int n = snprintf(p->name, sizeof p->name, "%s%s", L ? L->prefix : "", suffix);
     if (n < 0 || n >= (int)sizeof p->name || ndim < 1 || ndim > 4) return -1;
     p->ndim = ndim;
     p->numel = 1;
@@ -91,20 +90,42 @@ int32_t la_layer_param(la_model * m, la_layer * L, const char * suffix, int32_t 
     return m->n_par++;
 }
 
-static int32_t add_named(la_model * m, const char * fmt, int idx, int32_t ndim,
-                         const int64_t * shape, la_init init, bool decay) {
-    char name[LA_NAME_MAX];
-    snprintf(name, sizeof name, fmt, idx);
-    return la_layer_param(m, NULL, name, ndim, shape, init, decay);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Build
+//
+// The block structure and the names around the mixers differ by family (fla's models,
+// OPS.md 4.5; Mamba's backbone.*; RWKV-7's LayerNorms, pre_norm and channel mix).
+
+typedef struct la_family {
+    const char *        root;        // "model." or "backbone."
+    const char *        mixer;       // the token mixer's module name in a block
+    const char *        norm1;       // its norm
+    const char *        norm2;       // the second sublayer's norm (NULL: no second sublayer)
+    const char *        ffn;         // the second sublayer's module name
+    const char *        final_norm;  // "norm" or "norm_f"
+    la_norm_kind        norm;
+    const la_mixer_vt * ffn_vt;
+    bool                pre_norm;    // layer 0 normalises the embeddings first
+} la_family;
+
+extern const la_mixer_vt la_mixer_rwkv7_ffn_vt __attribute__((weak));
+
+static la_family family_of(la_mixer k) {
+    if (k == LA_MIXER_MAMBA || k == LA_MIXER_MAMBA2)
+        return (la_family){ "backbone.", "mixer", "norm", NULL, NULL, "norm_f", LA_NORM_RMS, NULL, false };
+    if (k == LA_MIXER_RWKV7)
+        return (la_family){ "model.", "attn", "attn_norm", "ffn_norm", "ffn", "norm", LA_NORM_LAYER,
+                            &la_mixer_rwkv7_ffn_vt, true };
+    return (la_family){ "model.", "attn", "attn_norm", "mlp_norm", "mlp", "norm", LA_NORM_RMS,
+                        &la_mixer_mlp_vt, false };
+}
 
 void la_model_free(la_model * m) {
     if (!m) return;
     la_config_free(&m->cfg);
     free(m->layers);
+    free(m->ffn);
+    free(m->seq);
     free(m->par);
     free(m->w);
     free(m->g);
@@ -112,7 +133,23 @@ void la_model_free(la_model * m) {
     free(m->m2);
     free(m->act);
     free(m->work);
+    free(m->shared);
+    free(m->dshared);
     free(m);
+}
+
+// Registers a norm's weight (and bias for LayerNorm) under `name`.
+static bool add_norm(la_model * m, la_norm_kind k, const char * name, int32_t * pw, int32_t * pb) {
+    char n[LA_NAME_MAX];
+    const int64_t D = m->D;
+    snprintf(n, sizeof n, "%s.weight", name);
+    *pw = la_layer_param(m, NULL, n, 1, &D, LA_INIT_ONE, false);
+    *pb = -1;
+    if (k == LA_NORM_LAYER) {
+        snprintf(n, sizeof n, "%s.bias", name);
+        *pb = la_layer_param(m, NULL, n, 1, &D, LA_INIT_ZERO, false);
+    }
+    return *pw >= 0 && (k != LA_NORM_LAYER || *pb >= 0);
 }
 
 static la_status model_build(la_model ** out, la_config * cfg, char * err, size_t errlen) {
@@ -125,55 +162,81 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
     m->cfg = *cfg;  // takes ownership
     memset(cfg, 0, sizeof *cfg);
     const la_config * c = &m->cfg;
+    const la_family fam = family_of(c->mixer);
     m->L = c->num_hidden_layers;
     m->D = c->hidden_size;
     m->vocab = c->vocab_size;
     m->I = c->intermediate_size;
+    m->final_norm = fam.norm;
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
-    la_status s = m->layers ? LA_STATUS_OK : LA_STATUS_NOMEM;
-    const int64_t D = m->D, I = m->I;
-    if (!s) m->p_emb = add_named(m, "model.embeddings.weight", 0, 2, (int64_t[]){ m->vocab, D },
-                                 LA_INIT_NORMAL, true);
-    const la_mixer_vt * fam = la_mixer_vtable(c->mixer);
+    m->ffn = calloc((size_t)m->L, sizeof *m->ffn);
+    m->seq = calloc((size_t)(2 * m->L + 1), sizeof *m->seq);
+    la_status s = m->layers && m->ffn && m->seq ? LA_STATUS_OK : LA_STATUS_NOMEM;
+    char name[LA_NAME_MAX];
+    snprintf(name, sizeof name, "%sembeddings.weight", fam.root);
+    if (!s) m->p_emb = la_layer_param(m, NULL, name, 2, (int64_t[]){ m->vocab, m->D },
+                                      LA_INIT_NORMAL, true);
+    const la_mixer_vt * main_vt = la_mixer_vtable(c->mixer);
     for (int i = 0; i < 4; i++) m->p_root[i] = -1;
-    if (!s && fam && fam->root_params) s = fam->root_params(m, err, errlen);
+    if (!s && main_vt && main_vt->root_params) s = main_vt->root_params(m, err, errlen);
     for (int64_t l = 0; l < m->L && !s; l++) {
+        if (l == 0 && fam.pre_norm) {
+            la_layer * P = &m->pre;
+            P->idx = 0;
+            P->norm = fam.norm;
+            snprintf(name, sizeof name, "%slayers.0.pre_norm", fam.root);
+            if (!add_norm(m, fam.norm, name, &P->p_nw, &P->p_nb)) s = LA_STATUS_NOMEM;
+            m->seq[m->n_seq++] = P;
+        }
         la_layer * L = &m->layers[l];
         L->idx = (int32_t)l;
         L->kind = c->attn_of[l] >= 0 ? LA_MIXER_ATTN : c->mixer;
         L->spec = c->attn_of[l] >= 0 ? &c->attn[c->attn_of[l]] : NULL;
         L->vt = la_mixer_vtable(L->kind);
+        L->norm = fam.norm;
         if (!L->vt) {
             s = mfail(err, errlen, LA_STATUS_UNSUPPORTED,
                       "model: layer %lld: mixer '%s' is not built into this linattn", (long long)l,
                       la_mixer_short(L->kind));
             break;
         }
-        L->p_attn_norm = add_named(m, "model.layers.%d.attn_norm.weight", (int)l, 1,
-                                   (int64_t[]){ D }, LA_INIT_ONE, false);
-        if ((s = L->vt->build(m, L, err, errlen))) break;
-        L->p_mlp_norm = add_named(m, "model.layers.%d.mlp_norm.weight", (int)l, 1,
-                                  (int64_t[]){ D }, LA_INIT_ONE, false);
-        L->p_gate = add_named(m, "model.layers.%d.mlp.gate_proj.weight", (int)l, 2,
-                              (int64_t[]){ I, D }, LA_INIT_NORMAL, true);
-        L->p_up = add_named(m, "model.layers.%d.mlp.up_proj.weight", (int)l, 2,
-                            (int64_t[]){ I, D }, LA_INIT_NORMAL, true);
-        L->p_down = add_named(m, "model.layers.%d.mlp.down_proj.weight", (int)l, 2,
-                              (int64_t[]){ D, I }, LA_INIT_NORMAL, true);
-        if (L->p_attn_norm < 0 || L->p_mlp_norm < 0 || L->p_gate < 0 || L->p_up < 0 ||
-            L->p_down < 0 || L->np < 0)
-            s = LA_STATUS_NOMEM;
+        snprintf(name, sizeof name, "%slayers.%d.%s", fam.root, (int)l, fam.norm1);
+        if (!add_norm(m, fam.norm, name, &L->p_nw, &L->p_nb)) s = LA_STATUS_NOMEM;
+        snprintf(L->prefix, sizeof L->prefix, "%slayers.%d.%s.", fam.root, (int)l, fam.mixer);
+        if (!s) s = L->vt->build(m, L, err, errlen);
+        m->seq[m->n_seq++] = L;
+        if (!s && fam.norm2) {
+            la_layer * F = &m->ffn[l];
+            F->idx = (int32_t)l;
+            F->kind = L->kind;
+            F->vt = fam.ffn_vt;
+            F->norm = fam.norm;
+            if (!F->vt) {
+                s = mfail(err, errlen, LA_STATUS_UNSUPPORTED, "model: the %s block's '%s' is not "
+                          "built into this linattn", c->model_type, fam.ffn);
+                break;
+            }
+            snprintf(name, sizeof name, "%slayers.%d.%s", fam.root, (int)l, fam.norm2);
+            if (!add_norm(m, fam.norm, name, &F->p_nw, &F->p_nb)) s = LA_STATUS_NOMEM;
+            snprintf(F->prefix, sizeof F->prefix, "%slayers.%d.%s.", fam.root, (int)l, fam.ffn);
+            if (!s) s = F->vt->build(m, F, err, errlen);
+            m->seq[m->n_seq++] = F;
+        }
         for (int i = 0; i < L->np && !s; i++)
             if (L->p[i] < 0) s = LA_STATUS_NOMEM;
     }
     if (!s) {
-        m->p_norm = add_named(m, "model.norm.weight", 0, 1, (int64_t[]){ D }, LA_INIT_ONE, false);
+        snprintf(name, sizeof name, "%s%s", fam.root, fam.final_norm);
+        if (!add_norm(m, fam.norm, name, &m->p_norm, &m->p_norm_b)) s = LA_STATUS_NOMEM;
         m->p_head = c->tie_word_embeddings
                         ? m->p_emb
-                        : add_named(m, "lm_head.weight", 0, 2, (int64_t[]){ m->vocab, D },
-                                    LA_INIT_NORMAL, true);
-        if (m->p_emb < 0 || m->p_norm < 0 || m->p_head < 0) s = LA_STATUS_NOMEM;
+                        : la_layer_param(m, NULL, "lm_head.weight", 2, (int64_t[]){ m->vocab, m->D },
+                                         LA_INIT_NORMAL, true);
+        if (m->p_emb < 0 || m->p_head < 0) s = LA_STATUS_NOMEM;
     }
+    for (int32_t i = 0; i < m->n_seq && !s; i++)
+        if (m->seq[i]->vt && m->seq[i]->vt->shared_floats)
+            m->shared_floats = LA_MAX(m->shared_floats, m->seq[i]->vt->shared_floats(m->seq[i]));
     if (!s && !(m->w = calloc(m->n_floats, sizeof(float)))) s = LA_STATUS_NOMEM;
     if (s) {
         if (s == LA_STATUS_NOMEM) mfail(err, errlen, s, "model: out of memory");
@@ -222,8 +285,8 @@ void la_model_init(la_model * m, uint64_t seed) {
             }
         }
     }
-    for (int64_t l = 0; l < m->L; l++)
-        if (m->layers[l].vt->init) m->layers[l].vt->init(m, &m->layers[l], seed);
+    for (int32_t i = 0; i < m->n_seq; i++)
+        if (m->seq[i]->vt && m->seq[i]->vt->init) m->seq[i]->vt->init(m, m->seq[i], seed);
 }
 
 int64_t la_model_num_params(const la_model * m) {
@@ -235,13 +298,18 @@ int64_t la_model_num_params(const la_model * m) {
 // ---------------------------------------------------------------------------------------------
 // Arenas for a batch shape
 //
-// Training keeps, per layer, the block's residual input h_l, the normed inputs xn_l and xn2_l
-// and the mid-block residual hm_l (4 B T D floats) plus the mixer's own saved activations; the
-// head keeps norm(h_L). Inference keeps one layer's worth and reuses it.
+// Training keeps, per sublayer, its residual input h and its normed input xn (2 B T D floats)
+// plus the mixer's own saved activations; then the tail: h_L, norm(h_L), dh and two gradient
+// temporaries. Inference keeps h and two scratch rows of the same size, plus one mixer's worth.
 
 #define HEAD_ROWS 256  // rows of logits formed at a time (the (rows, vocab) matrix never exists)
 
 static size_t block_floats(const la_model * m, int64_t rows) { return (size_t)(rows * m->D); }
+
+static size_t mixer_act(const la_layer * L, int64_t B, int64_t T) {
+    if (!L->vt) return 0;
+    return la_align_up(L->vt->act_floats(L, B, T) * sizeof(float)) / sizeof(float);
+}
 
 la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train) {
     if (!m) return LA_STATUS_INVALID_ARG;
@@ -249,37 +317,41 @@ la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train) {
     const int64_t rows = B * T;
     const size_t bf = block_floats(m, rows);
     size_t act = 0, mix_max = 0, work = 0;
-    for (int64_t l = 0; l < m->L; l++) {
-        const la_layer * L = &m->layers[l];
-        const size_t a = la_align_up(L->vt->act_floats(L, B, T) * sizeof(float)) / sizeof(float);
-        if (train) act += 4 * bf + a;
+    for (int32_t i = 0; i < m->n_seq; i++) {
+        const la_layer * L = m->seq[i];
+        const size_t a = mixer_act(L, B, T);
+        if (train) act += 2 * bf + a;
         mix_max = LA_MAX(mix_max, a);
-        work = LA_MAX(work, L->vt->work_bytes(L, B, T, train));
+        if (L->vt) work = LA_MAX(work, L->vt->work_bytes(L, B, T, train));
     }
-    // training: + h_L, norm(h_L), dh, two gradient temporaries; inference: h, a, b + one mixer
     const size_t tail = train ? act : 0;
     act += train ? 5 * bf : 3 * bf + mix_max;
-    work = LA_MAX(work, la_mlp_workspace_size(rows, m->D, m->I));
     const size_t head = la_align_up((size_t)HEAD_ROWS * (size_t)(m->vocab + 2 * m->D) *
                                     sizeof(float)) + 2 * (size_t)HEAD_ROWS * sizeof(int64_t) +
                         4 * LA_ALIGN;
     work = la_align_up(LA_MAX(work, head));
-    if (!m->act || act > m->act_floats || work > m->work_bytes) {
-        float * a = NULL;
+    const size_t sh = (size_t)rows * m->shared_floats;
+    if (!m->act || act > m->act_floats || work > m->work_bytes ||
+        (sh && sh > (size_t)(m->rB * m->rT) * m->shared_floats)) {
+        float * a = NULL, *s1 = NULL, *s2 = NULL;
         void * w = NULL;
         const size_t na = LA_MAX(act, m->act_floats), nw = LA_MAX(work, m->work_bytes);
+        const size_t ns = LA_MAX(sh, (size_t)(m->rB * m->rT) * m->shared_floats);
         if (posix_memalign((void **)&a, LA_ALIGN, na * sizeof(float)) ||
-            posix_memalign(&w, LA_ALIGN, nw)) {
-            free(a);
-            free(w);
+            posix_memalign(&w, LA_ALIGN, nw) ||
+            (ns && (posix_memalign((void **)&s1, LA_ALIGN, ns * sizeof(float)) ||
+                    posix_memalign((void **)&s2, LA_ALIGN, ns * sizeof(float))))) {
+            free(a), free(w), free(s1), free(s2);
             return LA_STATUS_NOMEM;
         }
-        free(m->act);
-        free(m->work);
+        free(m->act), free(m->work), free(m->shared), free(m->dshared);
         m->act = a;
         m->act_floats = na;
         m->work = w;
         m->work_bytes = nw;
+        m->shared = s1;
+        m->dshared = s2;
+        m->rB = B, m->rT = T;
     }
     if (train && !m->g) {
         m->g = calloc(m->n_floats, sizeof(float));
@@ -287,18 +359,17 @@ la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train) {
     }
     // the layout for this shape
     size_t off = 0;
-    for (int64_t l = 0; l < m->L; l++) {
-        la_layer * L = &m->layers[l];
+    for (int32_t i = 0; i < m->n_seq; i++) {
+        la_layer * L = m->seq[i];
         if (train) {
-            L->act_off = off + 4 * bf;
-            off += 4 * bf + la_align_up(L->vt->act_floats(L, B, T) * sizeof(float)) / sizeof(float);
+            L->act_off = off + 2 * bf;
+            off += 2 * bf + mixer_act(L, B, T);
         } else {
             L->act_off = 3 * bf;
         }
     }
     m->tail_off = tail;
-    m->rB = B;
-    m->rT = T;
+    if ((size_t)(B * T) > (size_t)(m->rB * m->rT)) m->rB = B, m->rT = T;
     m->rtrain = train;
     return LA_STATUS_OK;
 }
@@ -310,8 +381,8 @@ void la_model_zero_grad(la_model * m) {
 // ---------------------------------------------------------------------------------------------
 // Forward pieces
 
-static inline float * PW(const la_model * m, int32_t p) { return m->w + m->par[p].off; }
-static inline float * PG(const la_model * m, int32_t p) { return m->g + m->par[p].off; }
+static inline float * PW(const la_model * m, int32_t p) { return p >= 0 ? m->w + m->par[p].off : NULL; }
+static inline float * PG(const la_model * m, int32_t p) { return p >= 0 ? m->g + m->par[p].off : NULL; }
 
 static la_status check_ids(const la_model * m, const int64_t * ids, int64_t n) {
     for (int64_t i = 0; i < n; i++)
@@ -319,21 +390,39 @@ static la_status check_ids(const la_model * m, const int64_t * ids, int64_t n) {
     return LA_STATUS_OK;
 }
 
-// One block, h_out = h + mixer(norm(h)) + mlp(norm(...)). xn, hm, xn2 (rows, D) are where the
-// intermediates go (saved in training, scratch otherwise).
-static la_status block_forward(la_model * m, const la_layer * L, const la_call * c, float * h_out,
-                               const float * h, float * xn, float * hm, float * xn2) {
-    const int64_t rows = c->B * c->T, D = m->D;
+static la_status norm_fwd(const la_model * m, la_norm_kind k, int32_t pw, int32_t pb, float * y,
+                          const float * x, int64_t rows) {
     const float eps = (float)m->cfg.norm_eps;
-    la_status s = la_rmsnorm_forward(xn, h, PW(m, L->p_attn_norm), eps, rows, D);
-    if (!s) s = L->vt->forward(m, L, c, hm, xn);
+    if (k == LA_NORM_LAYER) return la_layernorm_forward(y, x, PW(m, pw), PW(m, pb), eps, rows, m->D);
+    return la_rmsnorm_forward(y, x, PW(m, pw), eps, rows, m->D);
+}
+
+// dx (overwritten) from dy; the weight (and bias) gradients are added.
+static la_status norm_bwd(la_model * m, la_norm_kind k, int32_t pw, int32_t pb, float * dx,
+                          const float * dy, const float * x, int64_t rows) {
+    const float eps = (float)m->cfg.norm_eps;
+    if (k == LA_NORM_LAYER)
+        return la_layernorm_backward(dx, PG(m, pw), PG(m, pb), dy, x, PW(m, pw), eps, rows, m->D,
+                                     true);
+    return la_rmsnorm_backward(dx, PG(m, pw), dy, x, PW(m, pw), eps, rows, m->D, true);
+}
+
+// One sublayer: h_out = h + mixer(norm(h)) (h_out may equal h), or h_out = norm(h) without a
+// mixer. xn: where norm(h) goes (saved in training); y: the mixer's output (scratch).
+static la_status sub_forward(la_model * m, const la_layer * L, const la_call * c, float * h_out,
+                             const float * h, float * xn, float * y) {
+    const int64_t rows = c->B * c->T;
+    if (!L->vt) return norm_fwd(m, L->norm, L->p_nw, L->p_nb, h_out, h, rows);
+    la_status s = norm_fwd(m, L->norm, L->p_nw, L->p_nb, xn, h, rows);
+    if (!s) s = L->vt->forward(m, L, c, y, xn);
     if (s) return s;
-    la_vec_add(hm, h, rows * D);
-    s = la_rmsnorm_forward(xn2, hm, PW(m, L->p_mlp_norm), eps, rows, D);
-    if (!s) s = la_mlp_forward(h_out, xn2, PW(m, L->p_gate), PW(m, L->p_up), PW(m, L->p_down),
-                               rows, D, m->I, m->work);
-    if (!s && h_out != hm) la_vec_add(h_out, hm, rows * D);
-    return s;
+    if (h_out == y) {
+        la_vec_add(h_out, h, rows * m->D);
+    } else {
+        if (h_out != h) memcpy(h_out, h, block_floats(m, rows) * sizeof(float));
+        la_vec_add(h_out, y, rows * m->D);
+    }
+    return LA_STATUS_OK;
 }
 
 // Head over the rows listed in idx (n of them): logits (n, vocab) in blocks of HEAD_ROWS.
@@ -390,26 +479,27 @@ static float * model_forward(la_model * m, const int64_t * ids, int64_t B, int64
     const int64_t rows = B * T, D = m->D;
     const size_t bf = block_floats(m, rows);
     float * tail = m->act + m->tail_off;
-    la_status s = la_embedding_forward(train ? m->act : tail, ids, PW(m, m->p_emb), rows,
-                                       m->vocab, D);
-    for (int64_t l = 0; l < m->L && !s; l++) {
-        la_layer * L = &m->layers[l];
+    float * h = train ? m->act : tail;  // training: sublayer 0's saved input slot
+    la_status s = la_embedding_forward(h, ids, PW(m, m->p_emb), rows, m->vocab, D);
+    for (int32_t i = 0; i < m->n_seq && !s; i++) {
+        la_layer * L = m->seq[i];
         la_call c = { .B = B, .T = T, .act = m->act + L->act_off, .work = m->work,
-                      .work_size = m->work_bytes, .cache = cache ? &cache->lc[l] : NULL };
+                      .work_size = m->work_bytes, .cache = cache ? &cache->lc[i] : NULL };
         if (train) {
-            float * base = m->act + L->act_off - 4 * bf;
-            float * next = l + 1 < m->L ? m->act + m->layers[l + 1].act_off - 4 * bf : tail;
-            s = block_forward(m, L, &c, next, base, base + bf, base + 2 * bf, base + 3 * bf);
+            float * base = m->act + L->act_off - 2 * bf;  // [h_in, xn] of this sublayer
+            float * next = i + 1 < m->n_seq ? m->act + m->seq[i + 1]->act_off - 2 * bf : tail;
+            // the mixer's output goes straight into the next slot, then the residual is added
+            s = sub_forward(m, L, &c, next, base, base + bf, next);
         } else {
-            // h in place: norm(h) -> a, mixer -> b, b += h, norm(b) -> a, mlp(a) -> h, h += b
-            s = block_forward(m, L, &c, tail, tail, tail + bf, tail + 2 * bf, tail + bf);
+            // in place: norm(h) -> a, mixer -> b, h += b
+            s = sub_forward(m, L, &c, tail, tail, tail + bf, tail + 2 * bf);
         }
     }
     float * hn = tail + bf;
-    if (!s) s = la_rmsnorm_forward(hn, tail, PW(m, m->p_norm), (float)m->cfg.norm_eps, rows, D);
+    if (!s) s = norm_fwd(m, m->final_norm, m->p_norm, m->p_norm_b, hn, tail, rows);
     if (!s && cache)
-        for (int64_t l = 0; l < m->L; l++)
-            for (int64_t n = 0; n < cache->N; n++) cache->lc[l].len[n] += T;
+        for (int32_t i = 0; i < m->n_seq; i++)
+            for (int64_t n = 0; n < cache->N; n++) cache->lc[i].len[n] += T;
     *st = s;
     return s ? NULL : hn;
 }
@@ -443,29 +533,25 @@ static la_status model_loss(la_model * m, double * loss, int64_t * count, int64_
     *loss = n ? sum / (double)n : 0.0;
     if (count) *count = n;
     if (s || !train) return s;
-    // Backward through the final norm, the blocks (in reverse) and the embedding.
-    const float eps = (float)m->cfg.norm_eps;
-    s = la_rmsnorm_backward(t1, PG(m, m->p_norm), dh, hL, PW(m, m->p_norm), eps, rows, D, true);
+    // Backward through the final norm, the sublayers (in reverse) and the embedding.
+    s = norm_bwd(m, m->final_norm, m->p_norm, m->p_norm_b, t1, dh, hL, rows);
     if (s) return s;
     memcpy(dh, t1, bf * sizeof(float));  // dh = dL/dh_L
-    for (int64_t l = m->L - 1; l >= 0 && !s; l--) {
-        la_layer * L = &m->layers[l];
-        float * base = m->act + L->act_off - 4 * bf;
-        float * h = base, *xn = base + bf, *hm = base + 2 * bf, *xn2 = base + 3 * bf;
+    if (m->dshared) memset(m->dshared, 0, (size_t)rows * m->shared_floats * sizeof(float));
+    for (int32_t i = m->n_seq - 1; i >= 0 && !s; i--) {
+        la_layer * L = m->seq[i];
+        float * base = m->act + L->act_off - 2 * bf;
+        float * h = base, *xn = base + bf;
+        if (!L->vt) {  // h_out = norm(h)
+            s = norm_bwd(m, L->norm, L->p_nw, L->p_nb, t1, dh, h, rows);
+            if (!s) memcpy(dh, t1, bf * sizeof(float));
+            continue;
+        }
         la_call c = { .B = B, .T = T, .act = m->act + L->act_off, .work = m->work,
                       .work_size = m->work_bytes };
-        // h_{l+1} = hm + mlp(norm(hm)):  dhm = dh + norm'(mlp'(dh))
-        s = la_mlp_backward(t1, PG(m, L->p_gate), PG(m, L->p_up), PG(m, L->p_down), dh, xn2,
-                            PW(m, L->p_gate), PW(m, L->p_up), PW(m, L->p_down), rows, D, m->I,
-                            true, m->work);
-        if (!s) s = la_rmsnorm_backward(t2, PG(m, L->p_mlp_norm), t1, hm, PW(m, L->p_mlp_norm),
-                                        eps, rows, D, true);
-        if (s) break;
-        la_vec_add(dh, t2, rows * D);
-        // hm = h + mixer(norm(h)):  dh = dhm + norm'(mixer'(dhm))
+        // h_out = h + mixer(norm(h)):  dh += norm'(mixer'(dh))
         s = L->vt->backward(m, L, &c, t1, dh, xn);
-        if (!s) s = la_rmsnorm_backward(t2, PG(m, L->p_attn_norm), t1, h, PW(m, L->p_attn_norm),
-                                        eps, rows, D, true);
+        if (!s) s = norm_bwd(m, L->norm, L->p_nw, L->p_nb, t2, t1, h, rows);
         if (!s) la_vec_add(dh, t2, rows * D);
     }
     if (!s) s = la_embedding_backward(PG(m, m->p_emb), dh, ids, rows, m->vocab, D, true);
@@ -490,7 +576,7 @@ la_status la_model_eval(la_model * m, double * loss, int64_t * count, int64_t * 
 la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int64_t B,
                           int64_t T, la_cache * cache, bool last_only) {
     if (!m || !logits || !ids) return LA_STATUS_INVALID_ARG;
-    if (B <= 0 || T <= 0 || (cache && cache->N != B)) return LA_STATUS_SHAPE;
+    if (B <= 0 || T <= 0 || (cache && (cache->N != B || cache->L != m->n_seq))) return LA_STATUS_SHAPE;
     if (check_ids(m, ids, B * T)) return LA_STATUS_INVALID_ARG;
     la_status s = la_model_reserve(m, B, T, false);
     if (s) return s;
@@ -506,7 +592,7 @@ la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode caches
+// Decode caches: one per sublayer (the MLP's is empty).
 
 void la_cache_free(la_cache * c) {
     if (!c) return;
@@ -514,6 +600,11 @@ void la_cache_free(la_cache * c) {
     free(c->len);
     free(c->lc);
     free(c);
+}
+
+static size_t sub_cache(const la_layer * L, int64_t N, int64_t cap) {
+    if (!L->vt) return 0;
+    return la_align_up((size_t)N * L->vt->cache_floats(L, cap) * 4) / 4;
 }
 
 la_status la_cache_new(la_cache ** out, const la_model * m, int64_t N, int64_t cap) {
@@ -524,21 +615,20 @@ la_status la_cache_new(la_cache ** out, const la_model * m, int64_t N, int64_t c
     if (!c) return LA_STATUS_NOMEM;
     c->N = N;
     c->cap = cap;
-    c->L = m->L;
+    c->L = m->n_seq;
     size_t total = 0;
-    for (int64_t l = 0; l < m->L; l++)
-        total += la_align_up((size_t)N * m->layers[l].vt->cache_floats(&m->layers[l], cap) * 4) / 4;
+    for (int32_t i = 0; i < m->n_seq; i++) total += sub_cache(m->seq[i], N, cap);
     c->f = calloc(total ? total : 1, sizeof(float));
-    c->len = calloc((size_t)(m->L * N), sizeof(int64_t));
-    c->lc = calloc((size_t)m->L, sizeof(la_lcache));
+    c->len = calloc((size_t)(m->n_seq * N), sizeof(int64_t));
+    c->lc = calloc((size_t)m->n_seq, sizeof(la_lcache));
     if (!c->f || !c->len || !c->lc) {
         la_cache_free(c);
         return LA_STATUS_NOMEM;
     }
     size_t off = 0;
-    for (int64_t l = 0; l < m->L; l++) {
-        c->lc[l] = (la_lcache){ .f = c->f + off, .len = c->len + l * N, .cap = cap };
-        off += la_align_up((size_t)N * m->layers[l].vt->cache_floats(&m->layers[l], cap) * 4) / 4;
+    for (int32_t i = 0; i < m->n_seq; i++) {
+        c->lc[i] = (la_lcache){ .f = c->f + off, .len = c->len + i * N, .cap = cap };
+        off += sub_cache(m->seq[i], N, cap);
     }
     *out = c;
     return LA_STATUS_OK;
@@ -548,8 +638,9 @@ la_status la_cache_new(la_cache ** out, const la_model * m, int64_t N, int64_t c
 // part that grows with every cached token (attention K and V).
 void la_model_state_size(const la_model * m, int64_t * fixed, int64_t * per_token) {
     int64_t f = 0, t = 0;
-    for (int64_t l = 0; l < m->L; l++) {
-        const la_layer * L = &m->layers[l];
+    for (int32_t i = 0; i < m->n_seq; i++) {
+        const la_layer * L = m->seq[i];
+        if (!L->vt) continue;
         const int64_t c1 = (int64_t)L->vt->cache_floats(L, 1), c2 = (int64_t)L->vt->cache_floats(L, 2);
         t += c2 - c1;
         f += c1 - (c2 - c1);
@@ -558,10 +649,12 @@ void la_model_state_size(const la_model * m, int64_t * fixed, int64_t * per_toke
     *per_token = t;
 }
 
-// Saved activation floats of layer l (mixer and block) for a (B, T) training batch.
+// Saved activation floats of block l (its sublayers' mixers and inputs) for a (B, T) batch.
 int64_t la_model_layer_act(const la_model * m, int64_t l, int64_t B, int64_t T) {
-    const la_layer * L = &m->layers[l];
-    return (int64_t)L->vt->act_floats(L, B, T) + 4 * B * T * m->D;
+    int64_t n = 0;
+    for (int32_t i = 0; i < m->n_seq; i++)
+        if (m->seq[i]->idx == l) n += (int64_t)mixer_act(m->seq[i], B, T) + 2 * B * T * m->D;
+    return n;
 }
 
 const char * la_model_layer_kind(const la_model * m, int64_t l) {

@@ -144,27 +144,43 @@ typedef struct la_mixer_vt {
     // Optional, called once per model before any layer's build: registers model-level
     // parameters of the mixer family (e.g. HGRN2's model.lower_bounds) into m->p_root.
     la_status (*root_params)(la_model * m, char * err, size_t errlen);
+    // Optional: floats of the model-wide shared tensor per token (see la_model.shared).
+    size_t (*shared_floats)(const la_layer * L);
     // Optional: fills LA_INIT_CUSTOM parameters.
     void (*init)(la_model * m, const la_layer * L, uint64_t seed);
 } la_mixer_vt;
 
+// The norm in front of a sublayer (OPS.md 4.2; RWKV-7 uses LayerNorm with a bias).
+typedef enum la_norm_kind { LA_NORM_RMS = 0, LA_NORM_LAYER } la_norm_kind;
+
+// A sublayer: h <- h + vt(norm(h)) (the residual branch of a block), or, when vt is NULL,
+// h <- norm(h) (RWKV-7's pre_norm on the embeddings). A block of fla's models is two of them
+// (token mixer, then MLP); Mamba's is one.
 struct la_layer {
-    int32_t             idx;
-    la_mixer            kind;
+    int32_t             idx;            // block index
+    la_mixer            kind;           // the token mixer (for an MLP: the block's mixer)
     const la_mixer_vt * vt;
     const la_attn_spec *spec;           // attention layers
+    char                prefix[48];     // parameter names: prefix + suffix ("model.layers.3.attn.")
+    la_norm_kind        norm;
+    int32_t             p_nw, p_nb;     // the norm's weight and bias (-1: none)
     // dimensions the mixer sets in build (meaning is the mixer's)
     int64_t H, HV, HKV, dk, dv, key_dim, value_dim, W, F, R;
     int32_t np;
     int32_t p[LA_MAX_LAYER_PARAMS];     // the mixer's parameters, in registration order
-    int32_t p_attn_norm, p_mlp_norm, p_gate, p_up, p_down;
     size_t  act_off;                    // floats into the activation arena
 };
 
 struct la_model {
     la_config  cfg;
     int64_t    L, D, vocab, I;
-    la_layer * layers;      // (L)
+    la_layer * layers;      // (L) the token mixers, one per block
+    la_layer * ffn;         // (L) the second sublayer of each block (fla: the SwiGLU MLP)
+    la_layer   pre;         // RWKV-7's pre_norm (vt NULL)
+    la_layer **seq;         // (n_seq) every sublayer in execution order
+    int32_t    n_seq;
+    la_norm_kind final_norm;
+    int32_t    p_norm_b;    // final norm bias (-1: none)
     la_param * par;         // (n_par)
     int32_t    n_par, cap_par;
     size_t     n_floats;    // arena length
@@ -172,6 +188,10 @@ struct la_model {
     float *    g;           // gradients (NULL until la_model_reserve with training)
     float *    m1, * m2;    // AdamW moments (allocated by the trainer)
     int32_t    p_emb, p_norm, p_head;  // p_head = p_emb when tied
+    // A tensor one sublayer produces and later ones read (RWKV-7's v_first, (rows, n) floats):
+    // shared is written in the forward, dshared collects gradients in the backward.
+    float *    shared, * dshared;
+    size_t     shared_floats;
     int32_t    p_root[4];              // model-level parameters of the mixer family (root_params)
     // run-time arenas (la_model_reserve)
     int64_t    rB, rT;
@@ -191,8 +211,8 @@ struct la_cache {
     la_lcache * lc;    // (L)
 };
 
-// Registers a parameter of layer L named "model.layers.{i}.attn.<suffix>" (L NULL: the name
-// as given); returns its index into m->par or -1 (out of memory, name too long).
+// Registers a parameter of layer L named L->prefix + suffix (L NULL: the name as given);
+// returns its index into m->par or -1 (out of memory, name too long).
 int32_t la_layer_param(la_model * m, la_layer * L, const char * suffix, int32_t ndim,
                        const int64_t * shape, la_init init, bool decay);
 static inline float * la_pw(const la_model * m, const la_layer * L, int i) {
@@ -211,7 +231,7 @@ void la_vec_add(float * dst, const float * src, int64_t n);
 
 // The mixers.
 // Each lives in src/model/mixer_<name>.c; a mixer not linked in is reported as not built in.
-extern const la_mixer_vt la_mixer_attn_vt, la_mixer_gdn_vt;
+extern const la_mixer_vt la_mixer_attn_vt, la_mixer_gdn_vt, la_mixer_mlp_vt;
 extern const la_mixer_vt la_mixer_deltanet_vt __attribute__((weak));
 extern const la_mixer_vt la_mixer_gla_vt __attribute__((weak));
 extern const la_mixer_vt la_mixer_kda_vt __attribute__((weak));

@@ -130,6 +130,106 @@ la_status la_rmsnorm_backward(float * dx, float * dw, const float * dy, const fl
 }
 
 // ---------------------------------------------------------------------------------------------
+// LayerNorm: y = (x - mean(x)) r o w + b,  r = 1 / sqrt(var(x) + eps)  (biased variance, torch)
+
+static inline void ln_stats(const float * x, int64_t D, float eps, double * mu, double * r) {
+    double s = 0.0;
+    for (int64_t d = 0; d < D; d++) s += (double)x[d];
+    *mu = s / (double)D;
+    double v = 0.0;
+    for (int64_t d = 0; d < D; d++) v += ((double)x[d] - *mu) * ((double)x[d] - *mu);
+    *r = 1.0 / sqrt(v / (double)D + (double)eps);
+}
+
+LA_CLONES
+static void ln_fwd_row(float * restrict y, const float * restrict x, const float * restrict w,
+                       const float * restrict b, float eps, int64_t D) {
+    double mu, r;
+    ln_stats(x, D, eps, &mu, &r);
+    for (int64_t d = 0; d < D; d++) {
+        const float n = (float)(((double)x[d] - mu) * r);
+        y[d] = (w ? n * w[d] : n) + (b ? b[d] : 0.0f);
+    }
+}
+
+// dx = r (g - mean(g) - n mean(g n)) with g = dy o w and n the normalised x; part (2 D): dw's
+// and db's partials (dy o n, dy). dx may equal dy.
+LA_CLONES
+static void ln_bwd_row(float * dx, double * restrict part, const float * dy,
+                       const float * restrict x, const float * restrict w, float eps,
+                       int64_t D) {
+    double mu, r;
+    ln_stats(x, D, eps, &mu, &r);
+    double sg = 0.0, sgn = 0.0;
+    for (int64_t d = 0; d < D; d++) {
+        const double n = ((double)x[d] - mu) * r;
+        const double g = (double)dy[d] * (w ? (double)w[d] : 1.0);
+        sg += g;
+        sgn += g * n;
+        if (part) {
+            part[d] += (double)dy[d] * n;
+            part[D + d] += (double)dy[d];
+        }
+    }
+    if (!dx) return;
+    sg /= (double)D;
+    sgn /= (double)D;
+    for (int64_t d = 0; d < D; d++) {
+        const double n = ((double)x[d] - mu) * r;
+        const double g = (double)dy[d] * (w ? (double)w[d] : 1.0);
+        dx[d] = (float)(r * (g - sg - n * sgn));
+    }
+}
+
+la_status la_layernorm_forward(float * y, const float * x, const float * w, const float * b,
+                               float eps, int64_t rows, int64_t D) {
+    if (rows <= 0 || D <= 0) return LA_STATUS_SHAPE;
+    if (!y || !x || !eps_valid(eps)) return LA_STATUS_INVALID_ARG;
+#pragma omp parallel for schedule(static) num_threads(la_nn_threads(rows, rows * D))
+    for (int64_t r = 0; r < rows; r++) ln_fwd_row(y + r * D, x + r * D, w, b, eps, D);
+    return LA_STATUS_OK;
+}
+
+la_status la_layernorm_backward(float * dx, float * dw, float * db, const float * dy,
+                                const float * x, const float * w, float eps, int64_t rows,
+                                int64_t D, bool accumulate) {
+    if (rows <= 0 || D <= 0) return LA_STATUS_SHAPE;
+    if (!dy || !x || !eps_valid(eps)) return LA_STATUS_INVALID_ARG;
+    if (!dx && !dw && !db) return LA_STATUS_OK;
+    const row_parts p = parts_for(rows);
+    double * part = NULL;  // (p.nb, 2 D): partial dw, db of each row block
+    if (dw || db) {
+        part = calloc((size_t)(p.nb * 2 * D), sizeof(double));
+        if (!part) return LA_STATUS_NOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(la_nn_threads(p.nb, rows * D))
+    for (int64_t blk = 0; blk < p.nb; blk++) {
+        const int64_t r1 = LA_MIN(rows, (blk + 1) * p.rb);
+        for (int64_t r = blk * p.rb; r < r1; r++)
+            ln_bwd_row(dx ? dx + r * D : NULL, part ? part + blk * 2 * D : NULL, dy + r * D,
+                       x + r * D, w, eps, D);
+    }
+    if (part) {
+        // the blocks' partials in block order: reorganise to (nb, D) for each reduction
+        double * q = malloc((size_t)(p.nb * D) * sizeof(double));
+        if (!q) {
+            free(part);
+            return LA_STATUS_NOMEM;
+        }
+        for (int k = 0; k < 2; k++) {
+            float * out = k == 0 ? dw : db;
+            if (!out) continue;
+            for (int64_t blk = 0; blk < p.nb; blk++)
+                memcpy(q + blk * D, part + blk * 2 * D + k * D, (size_t)D * sizeof(double));
+            reduce_parts(out, q, p.nb, D, accumulate);
+        }
+        free(q);
+    }
+    free(part);
+    return LA_STATUS_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Gated RMSNorm: y = RMSNorm(x) o w o act(g)
 
 static inline void gate_fn(float g, la_act act, float * a, float * da) {
