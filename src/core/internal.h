@@ -224,4 +224,8 @@ static inline void la_prefetch_rows(const float * base, int64_t ld, int64_t rows
 #else
 #define LA_CLONES
 #endif
+// 0777 & ~umask (read without changing the umask); a new file takes & 0666 (src/io).
+#include <sys/types.h>
+mode_t la_new_file_mode(void);
+
 #endif  // LA_INTERNAL_H

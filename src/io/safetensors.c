@@ -974,10 +974,11 @@ static bool st_write_data(FILE * fp, const st_entry * e) {
     return true;
 }
 
-// Permissions for a new file: mkstemp makes 0600, but a checkpoint should get what open()
-// would give (0666 & ~umask). umask() itself can only be read by setting it, which races with
+// Permissions for a new file or directory: mkstemp makes 0600 (mkdtemp 0700), but a
+// checkpoint should get what open() / mkdir() would give (0666 / 0777 & ~umask); this returns
+// 0777 & ~umask, files take & 0666. umask() itself can only be read by setting it, which races with
 // other threads, so read it from /proc; fall back to the common 022.
-static mode_t st_new_file_mode(void) {
+mode_t la_new_file_mode(void) {
     unsigned int mask = 022;
     FILE * fp = fopen("/proc/self/status", "r");
     if (fp) {
@@ -987,7 +988,7 @@ static mode_t st_new_file_mode(void) {
         }
         fclose(fp);
     }
-    return (mode_t)(0666 & ~mask);
+    return (mode_t)(0777 & ~mask);
 }
 
 LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * err,
@@ -1024,7 +1025,7 @@ LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * e
     // Replacing a file keeps its permissions; a new one gets the umask's.
     struct stat st;
     mode_t mode = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (st.st_mode & 07777)
-                                                                : st_new_file_mode();
+                                                                : (la_new_file_mode() & 0666);
     (void)fchmod(fd, mode);  // best effort: a file with the wrong mode still holds valid data
     fp = fdopen(fd, "wb");
     if (!fp) {

@@ -723,6 +723,10 @@ la_status la_write_file_atomic(const char * path, const void * data, size_t n, c
         return mfail(err, errlen, LA_STATUS_IO, "%s: path too long", path);
     const int fd = mkstemp(tmp);
     if (fd < 0) return mfail(err, errlen, LA_STATUS_IO, "%s: cannot create: %s", path, strerror(errno));
+    // a replaced file keeps its permissions; a new one gets the umask's (not mkstemp's 0600)
+    struct stat st;
+    (void)fchmod(fd, stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (st.st_mode & 07777)
+                                                                 : (la_new_file_mode() & 0666));
     const char * p = data;
     size_t left = n;
     while (left) {
@@ -760,6 +764,7 @@ la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook,
     if (!mkdtemp(tmp))
         return mfail(err, errlen, LA_STATUS_IO, "%s: cannot create a directory next to it: %s",
                      dir, strerror(errno));
+    (void)chmod(tmp, exists ? (st.st_mode & 07777) : la_new_file_mode());
     la_status s = LA_STATUS_OK;
     char * json = la_config_dump(&m->cfg);
     snprintf(path, sizeof path, "%s/config.json", tmp);
