@@ -22,5 +22,6 @@ int cmd_op(int argc, char ** argv);
 int cmd_bench(int argc, char ** argv);
 int cmd_demo(int argc, char ** argv);
 int cmd_forms(int argc, char ** argv);
+int cmd_bench_model(int argc, char ** argv);
 
 #endif

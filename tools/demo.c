@@ -21,7 +21,7 @@ typedef struct {
 } demo_run;
 
 int cmd_demo(int argc, char ** argv) {
-    int64_t steps = 700;
+    int64_t steps = 800;
     const char * out = "linattn-demo";
     for (int i = 1; i < argc; i++) {
         const char * v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -35,16 +35,16 @@ int cmd_demo(int argc, char ** argv) {
     lm_task t;
     task_defaults(&t);
     t.seed = 7;
-    t.mqar.vocab = 256;
-    t.mqar.seq_len = 128;
-    t.mqar.num_kv_pairs = 24;
+    t.mqar.vocab = 128;
+    t.mqar.seq_len = 64;
+    t.mqar.num_kv_pairs = 8;
     t.eval_examples = 1000;
     task_open(&t);
     demo_run runs[2] = { { .name = "GDN x4", .layers = "gdn,gdn,gdn,gdn" },
                          { .name = "GDN x3 + attn (3:1)", .layers = "gdn,gdn,gdn,attn" } };
     printf("linattn demo: MQAR (Zoology's multi-query associative recall): %lld key-value pairs "
-           "in %lld tokens, vocab %lld;\n  %lld steps of batch 32 per model, %d threads. "
-           "Recall = accuracy on the queried values of 1000 unseen examples.\n\n",
+           "in %lld tokens, vocab %lld;\n  the same budget for both models: %lld steps of batch "
+           "32, %d threads. Recall = accuracy on the\n  queried values of 1000 unseen examples.\n\n",
            (long long)t.mqar.num_kv_pairs, (long long)t.mqar.seq_len, (long long)t.mqar.vocab,
            (long long)steps, la_get_num_threads());
     for (int k = 0; k < 2; k++) {

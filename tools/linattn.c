@@ -68,6 +68,7 @@ static void usage(FILE * f) {
             "  linattn generate CKPT --prompt TEXT   sample from a checkpoint (chunked prefill,\n"
             "                                  then decoding on the recurrent state)\n"
             "  linattn info CKPT               config, parameters, state and activation memory\n"
+            "  linattn bench-model             training, decode and prefill speed of small models\n"
             "  linattn forms                   run each mixer on a long random sequence: forms\n"
             "                                  agree, and how fast each is\n"
             "  linattn version                 print the version, ISA and BLAS backend\n",
@@ -84,6 +85,7 @@ int main(int argc, char ** argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo")) return cmd_demo(argc - 1, argv + 1);
     if (!strcmp(cmd, "forms")) return cmd_forms(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench-model")) return cmd_bench_model(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
