@@ -59,6 +59,7 @@ typedef enum {
     K_FALSE,      // must be false (or absent)
     K_NULL,       // must be null (or absent)
     K_SWISH,      // hidden_act: must be "swish"/"silu"
+    K_SQRELU,     // hidden_act of rwkv7's channel mix: must be "sqrelu"
 } key_type;
 
 #define M(k) (1u << (k))
@@ -86,8 +87,10 @@ static const struct cfg_key {
     { "pad_token_id", K_INT_NULL, OFF(pad_token_id), M_ALL },
     { "bos_token_id", K_INT_NULL, OFF(bos_token_id), M_ALL },
     { "eos_token_id", K_INT_NULL, OFF(eos_token_id), M_ALL },
-    { "hidden_act", K_SWISH, 0, 0, M_ALL },
-    { "use_l2warp", K_FALSE, 0, 0, M_ALL },
+    { "hidden_act", K_SWISH, 0, 0, M_ALL & ~M(LA_MIXER_RWKV7) },
+    { "hidden_act", K_SQRELU, 0, 0, M(LA_MIXER_RWKV7) },
+    // rwkv7: kept in extra (fla's default is true; the rwkv7 layers read it, mixer_rwkv7.c)
+    { "use_l2warp", K_FALSE, 0, 0, M_ALL & ~M(LA_MIXER_RWKV7) },
     { "attnres_block_size", K_NULL, 0, 0, M_ALL },
     // kernel choices and bookkeeping: no semantic effect
     { "attn_mode", K_INFO, 0, 0, M_ALL },
@@ -174,6 +177,25 @@ static void set_defaults(la_config * c, la_mixer k) {
     case LA_MIXER_ATTN:
         c->num_heads = 32;
         break;
+    case LA_MIXER_RETNET:  // RetNetConfig: 8 heads and an MLP ratio of 2, not 4
+        c->num_heads = 8, c->hidden_ratio = 2;
+        break;
+    case LA_MIXER_LINATTN:  // LinearAttentionConfig
+        c->num_heads = 4;
+        break;
+    case LA_MIXER_HGRN2:  // HGRN2Config derives num_heads = hidden_size // expand_ratio (2048 // 128)
+        c->num_heads = 16;
+        break;
+    case LA_MIXER_RWKV7:  // RWKV7Config: num_heads derives from head_dim (2048 // 64); LayerNorm eps
+        c->num_heads = 32, c->norm_eps = 1e-5;
+        break;
+    case LA_MIXER_MAMBA2:  // Mamba2Config: 48 layers, eps 1e-5, pad 0; num_heads is derived
+        // (expand * hidden_size / head_dim = 2 * 2048 / 64) and checked by the layer
+        c->num_hidden_layers = 48, c->norm_eps = 1e-5, c->pad_token_id = 0, c->num_heads = 64;
+        break;
+    case LA_MIXER_MAMBA:  // MambaConfig: 48 layers, eps 1e-5, pad 0 (num_heads: not a key, unused)
+        c->num_hidden_layers = 48, c->norm_eps = 1e-5, c->pad_token_id = 0, c->num_heads = 4;
+        break;
     default:
         c->num_heads = 4;
         break;
@@ -251,6 +273,9 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
             (!strcmp(v->valuestring, "swish") || !strcmp(v->valuestring, "silu")))
             return LA_STATUS_OK;
         return cfg_fail(err, errlen, "config: 'hidden_act' must be \"swish\"");
+    case K_SQRELU:
+        if (cJSON_IsString(v) && !strcmp(v->valuestring, "sqrelu")) return LA_STATUS_OK;
+        return cfg_fail(err, errlen, "config: 'hidden_act' must be \"sqrelu\" (rwkv7)");
     }
     return LA_STATUS_OK;
 }
@@ -488,7 +513,7 @@ char * la_config_dump(const la_config * c) {
     add_num(o, "max_position_embeddings", (double)c->max_position_embeddings);
     add_f64_null(o, "hidden_ratio", c->hidden_ratio);
     add_num(o, "intermediate_size", (double)c->intermediate_size);
-    cJSON_AddStringToObject(o, "hidden_act", "swish");
+    cJSON_AddStringToObject(o, "hidden_act", c->mixer == LA_MIXER_RWKV7 ? "sqrelu" : "swish");
     add_num(o, "norm_eps", c->norm_eps);
     add_num(o, "initializer_range", c->initializer_range);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_word_embeddings);

@@ -230,14 +230,9 @@ void la_lin_bwd(float * dx, float dx_beta, float * dW, float * db, const float *
 void la_vec_add(float * dst, const float * src, int64_t n);
 
 // The mixers.
-// Each lives in src/model/mixer_<name>.c; a mixer not linked in is reported as not built in.
-extern const la_mixer_vt la_mixer_attn_vt, la_mixer_gdn_vt, la_mixer_mlp_vt;
-extern const la_mixer_vt la_mixer_deltanet_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_gla_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_kda_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_retnet_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_linattn_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_hgrn2_vt __attribute__((weak));
+// Each lives in src/model/mixer_<name>.c (strong references, so a static link pulls them in).
+extern const la_mixer_vt la_mixer_attn_vt, la_mixer_gdn_vt, la_mixer_mlp_vt, la_mixer_deltanet_vt,
+    la_mixer_gla_vt, la_mixer_kda_vt, la_mixer_retnet_vt, la_mixer_linattn_vt, la_mixer_hgrn2_vt;
 extern const la_mixer_vt la_mixer_mamba2_vt __attribute__((weak));
 extern const la_mixer_vt la_mixer_mamba_vt __attribute__((weak));
 extern const la_mixer_vt la_mixer_rwkv7_vt __attribute__((weak));
