@@ -168,7 +168,7 @@ static void bad_configs(void) {
         { "{\"model_type\":\"gated_deltanet\",\"num_heads\":0}", "num_heads" },
         { "{\"model_type\":\"gated_deltanet\",\"norm_eps\":0}", "norm_eps" },
         { "{\"model_type\":\"gated_deltanet\",\"hidden_act\":\"gelu\"}", "hidden_act" },
-        { "{\"model_type\":\"gated_deltanet\",\"use_l2warp\":true}", "use_l2warp" },
+        { "{\"model_type\":\"gated_deltanet\",\"use_l2warp\":1}", "use_l2warp" },
         { "{\"model_type\":\"gated_deltanet\",\"use_gate\":1}", "use_gate" },
         { "{\"model_type\":\"gated_deltanet\",\"expand_k\":1}", "expand_k" },
         { "{\"model_type\":\"gated_deltanet\",\"hidden_size\":64,\"head_dim\":8,\"expand_v\":0.3}", "expand_v" },

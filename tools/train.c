@@ -23,13 +23,15 @@ static const struct {
 } kinds[] = {
     { "gdn", "gated_deltanet" }, { "kda", "kda" },       { "deltanet", "delta_net" },
     { "gla", "gla" },            { "retnet", "retnet" }, { "linear_attn", "linear_attn" },
-    { "hgrn2", "hgrn2" },        { "attn", "transformer" },
+    { "hgrn2", "hgrn2" },        { "mamba2", "mamba2" },     { "mamba", "mamba" },
+    { "rwkv7", "rwkv7" },        { "attn", "transformer" },
 };
 
 static const char * model_type_of(const char * name) {
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (!strcmp(kinds[i].name, name)) return kinds[i].model_type;
-    cli_die("unknown mixer '%s' (gdn, kda, deltanet, gla, retnet, linear_attn, hgrn2, attn)", name);
+    cli_die("unknown mixer '%s' (gdn, kda, deltanet, gla, retnet, linear_attn, hgrn2, mamba2, "
+            "mamba, rwkv7, attn)", name);
 }
 
 char * lm_arch_json(const lm_arch * a) {
@@ -71,11 +73,17 @@ char * lm_arch_json(const lm_arch * a) {
         k += snprintf(j + k, 16384 - (size_t)k, ", \"num_heads\": %lld, \"num_kv_heads\": %lld",
                       (long long)a->attn_heads, (long long)a->attn_kv_heads);
         if (a->window) k += snprintf(j + k, 16384 - (size_t)k, ", \"window_size\": %lld", (long long)a->window);
+    } else if (!strcmp(lin, "mamba2") || !strcmp(lin, "rwkv7")) {
+        // heads follow from the width: Mamba2 expand * hidden / head_dim, RWKV-7 hidden / head_dim
+        k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld", (long long)a->head_dim);
+    } else if (!strcmp(lin, "mamba")) {
     } else {
         k += snprintf(j + k, 16384 - (size_t)k, ", \"num_heads\": %lld", (long long)a->heads);
         if (!strcmp(lin, "gdn") || !strcmp(lin, "kda"))
             k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld, \"expand_v\": %g",
                           (long long)a->head_dim, a->expand_v);
+        if (!strcmp(lin, "hgrn2"))  // expand_ratio = hidden / num_heads (fla's fallback)
+            k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_ratio\": null");
         if (!strcmp(lin, "deltanet") || !strcmp(lin, "gla"))
             k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_v\": %g", a->expand_v);
         if (attn_layers[0]) {
@@ -271,7 +279,8 @@ static void usage_train(void) {
     printf("usage: linattn train [--config FILE.json | architecture flags] [task flags] [options]\n"
            "\narchitecture (when no --config):\n"
            "  --layers LIST        e.g. gdn,gdn,gdn,attn (one linear mixer plus attn layers)\n"
-           "  --model NAME         mixer of every layer: gdn kda deltanet gla retnet linear_attn hgrn2 attn (gdn)\n"
+           "  --model NAME         mixer of every layer: gdn kda deltanet gla retnet linear_attn hgrn2\n"
+           "                       mamba2 mamba rwkv7 attn (gdn)\n"
            "  --num-layers N (4)  --hidden D (128)  --heads H (2)  --head-dim K (64)  --expand-v X (1)\n"
            "  --attn-heads H (hidden/64)  --attn-kv-heads H  --window W (0 = full)  --tie\n"
            "task:\n"

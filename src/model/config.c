@@ -90,7 +90,7 @@ static const struct cfg_key {
     { "hidden_act", K_SWISH, 0, 0, M_ALL & ~M(LA_MIXER_RWKV7) },
     { "hidden_act", K_SQRELU, 0, 0, M(LA_MIXER_RWKV7) },
     // rwkv7: kept in extra (fla's default is true; the rwkv7 layers read it, mixer_rwkv7.c)
-    { "use_l2warp", K_FALSE, 0, 0, M_ALL & ~M(LA_MIXER_RWKV7) },
+    { "use_l2warp", K_BOOL, OFF(use_l2warp), M_ALL },
     { "attnres_block_size", K_NULL, 0, 0, M_ALL },
     // kernel choices and bookkeeping: no semantic effect
     { "attn_mode", K_INFO, 0, 0, M_ALL },
@@ -160,6 +160,12 @@ static void set_defaults(la_config * c, la_mixer k) {
     c->rope_theta = 10000.0;
     snprintf(c->qk_activation, sizeof c->qk_activation, "silu");
     snprintf(c->qk_norm, sizeof c->qk_norm, "l2");
+    // fla's defaults: the MLP's "swish" (Mamba's "silu"; RWKV-7's channel mix "sqrelu"), and
+    // L2Wrap on for RWKV-7 only
+    snprintf(c->hidden_act, sizeof c->hidden_act, "%s",
+             k == LA_MIXER_RWKV7 ? "sqrelu" : k == LA_MIXER_MAMBA || k == LA_MIXER_MAMBA2 ? "silu"
+                                                                                          : "swish");
+    c->use_l2warp = k == LA_MIXER_RWKV7;
     switch (k) {
     case LA_MIXER_GLA:
         c->expand_k = 0.5, c->expand_v = 1, c->num_heads = 4, c->use_short_conv = false;
@@ -270,8 +276,10 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
         return cfg_fail(err, errlen, "config: '%s' must be null (not supported by linattn)", n);
     case K_SWISH:
         if (cJSON_IsString(v) &&
-            (!strcmp(v->valuestring, "swish") || !strcmp(v->valuestring, "silu")))
+            (!strcmp(v->valuestring, "swish") || !strcmp(v->valuestring, "silu"))) {
+            snprintf(c->hidden_act, sizeof c->hidden_act, "%s", v->valuestring);
             return LA_STATUS_OK;
+        }
         return cfg_fail(err, errlen, "config: 'hidden_act' must be \"swish\"");
     case K_SQRELU:
         if (cJSON_IsString(v) && !strcmp(v->valuestring, "sqrelu")) return LA_STATUS_OK;
@@ -384,11 +392,42 @@ static la_status check_config(la_config * c, char * err, size_t errlen) {
 #undef NEED
 }
 
+// Python's json module writes Infinity, -Infinity and NaN, which JSON does not have (HF's
+// Mamba2 configs hold "time_step_limit": [0.0, Infinity]). Outside strings they become 1e999
+// (which strtod reads as inf) and null; the keys that need finite values then reject them.
+static char * json_relax(const char * in) {
+    const size_t n = strlen(in);
+    char * out = malloc(2 * n + 1), *o = out;
+    if (!out) return NULL;
+    bool str = false;
+    for (size_t i = 0; i < n;) {
+        const char ch = in[i];
+        if (str) {
+            *o++ = ch, i++;
+            if (ch == '\\' && i < n) *o++ = in[i++];
+            else if (ch == '"') str = false;
+        } else if (ch == '"') {
+            str = true, *o++ = ch, i++;
+        } else if (!strncmp(in + i, "Infinity", 8)) {
+            memcpy(o, "1e999", 5), o += 5, i += 8;
+        } else if (!strncmp(in + i, "NaN", 3)) {
+            memcpy(o, "null", 4), o += 4, i += 3;
+        } else {
+            *o++ = ch, i++;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
 la_status la_config_parse(la_config * c, const char * json, char * err, size_t errlen) {
     memset(c, 0, sizeof *c);
-    cJSON * root = cJSON_Parse(json);
-    if (!root) return cfg_fail(err, errlen, "config: not valid JSON (near byte %td)",
-                               cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - json : (ptrdiff_t)0);
+    char * relaxed = json_relax(json);
+    if (!relaxed) return LA_STATUS_NOMEM;
+    cJSON * root = cJSON_Parse(relaxed);
+    const ptrdiff_t bad = root ? 0 : cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - relaxed : 0;
+    free(relaxed);
+    if (!root) return cfg_fail(err, errlen, "config: not valid JSON (near byte %td)", bad);
     la_status s = LA_STATUS_OK;
     if (!cJSON_IsObject(root)) {
         s = cfg_fail(err, errlen, "config: the top level must be a JSON object");
@@ -513,7 +552,8 @@ char * la_config_dump(const la_config * c) {
     add_num(o, "max_position_embeddings", (double)c->max_position_embeddings);
     add_f64_null(o, "hidden_ratio", c->hidden_ratio);
     add_num(o, "intermediate_size", (double)c->intermediate_size);
-    cJSON_AddStringToObject(o, "hidden_act", c->mixer == LA_MIXER_RWKV7 ? "sqrelu" : "swish");
+    cJSON_AddStringToObject(o, "hidden_act", c->hidden_act);
+    cJSON_AddBoolToObject(o, "use_l2warp", c->use_l2warp);
     add_num(o, "norm_eps", c->norm_eps);
     add_num(o, "initializer_range", c->initializer_range);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_word_embeddings);

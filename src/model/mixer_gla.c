@@ -9,9 +9,8 @@
 //   y  = o_proj( RMSNorm(o) w  (o SiLU(x Wg^T)  with use_output_gate) )   per head over dv
 // fla's names: the norm weight is g_norm_swish_gate with the output gate and fuse_norm (its
 // FusedRMSNormGated, gate_fn = hidden_act = swish), g_norm otherwise (RMSNorm, then
-// o * swish(g) when gated: the same function); elementwise_affine false: no weight. (fla tests
-// gate_fn == 'swish' literally, so hidden_act 'silu' gives g_norm there; la_config does not
-// keep which spelling the file used, and this layer names it as for 'swish'.)
+// o * swish(g) when gated: the same function); elementwise_affine false: no weight. fla tests
+// gate_fn == 'swish' literally, so hidden_act 'silu' gives g_norm, here too.
 // Dimensions: H heads, HKV = num_kv_heads, G = H / HKV, Dk = int(hidden expand_k),
 // Dv = int(hidden expand_v), dk = Dk / H, dv = Dv / H, Dkg = Dk / G, Dvg = Dv / G.
 // Saves the projections and every intermediate at HKV heads; the expanded k, v, gk live in the
@@ -177,7 +176,8 @@ static la_status gl_build(la_model * m, la_layer * L, char * err, size_t errlen)
     if (c->use_output_gate)
         la_layer_param(m, L, "g_proj.weight", 2, (int64_t[]){ Dv, D }, LA_INIT_NORMAL, true);
     if (c->elementwise_affine)
-        la_layer_param(m, L, c->use_output_gate && c->fuse_norm ? "g_norm_swish_gate.weight"
+        la_layer_param(m, L, c->use_output_gate && c->fuse_norm && !strcmp(c->hidden_act, "swish")
+                                   ? "g_norm_swish_gate.weight"
                                                                 : "g_norm.weight",
                        1, (int64_t[]){ L->dv }, LA_INIT_ONE, false);
     if (c->use_short_conv) {

@@ -235,9 +235,10 @@ static la_status rt_build(la_model * m, la_layer * L, char * err, size_t errlen)
     L->key_dim = Dk;
     L->value_dim = Dv;
     L->F = kind;
-    // fla names the norm g_norm_swish_gate when it is fused with the swish gate (gate_fn is
-    // hidden_act, which linattn requires to be swish) and fuse_norm is on; g_norm otherwise.
-    L->R = (gate ? RT_GATE : 0) | (affine ? RT_AFFINE : 0) | (gate && c->fuse_norm ? RT_FUSED : 0);
+    // fla names the norm g_norm_swish_gate when it is fused with the gate, i.e. fuse_norm is
+    // on and gate_fn = hidden_act is literally "swish" ("silu": g_norm, the same function).
+    const bool fused = gate && c->fuse_norm && !strcmp(c->hidden_act, "swish");
+    L->R = (gate ? RT_GATE : 0) | (affine ? RT_AFFINE : 0) | (fused ? RT_FUSED : 0);
     const int64_t G = H / hkv, dv = L->dv;
     la_layer_param(m, L, "q_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
     la_layer_param(m, L, "k_proj.weight", 2, (int64_t[]){ Dk / G, D }, LA_INIT_NORMAL, true);

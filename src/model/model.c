@@ -35,7 +35,6 @@ static const la_mixer_vt * const vtables[LA_MIXER_COUNT] = {
     [LA_MIXER_RWKV7] = &la_mixer_rwkv7_vt,
 };
 
-// NULL when the mixer's file is not linked in (weak symbols resolve to address 0).
 const la_mixer_vt * la_mixer_vtable(la_mixer k) {
     return (unsigned)k < LA_MIXER_COUNT ? vtables[k] : NULL;
 }
@@ -107,8 +106,6 @@ typedef struct la_family {
     const la_mixer_vt * ffn_vt;
     bool                pre_norm;    // layer 0 normalises the embeddings first
 } la_family;
-
-extern const la_mixer_vt la_mixer_rwkv7_ffn_vt __attribute__((weak));
 
 static la_family family_of(la_mixer k) {
     if (k == LA_MIXER_MAMBA || k == LA_MIXER_MAMBA2)
@@ -328,7 +325,7 @@ la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train) {
     act += train ? 5 * bf : 3 * bf + mix_max;
     const size_t head = la_align_up((size_t)HEAD_ROWS * (size_t)(m->vocab + 2 * m->D) *
                                     sizeof(float)) + 2 * (size_t)HEAD_ROWS * sizeof(int64_t) +
-                        4 * LA_ALIGN;
+                        (size_t)HEAD_ROWS * sizeof(float) + 8 * LA_ALIGN;
     work = la_align_up(LA_MAX(work, head));
     const size_t sh = (size_t)rows * m->shared_floats;
     if (!m->act || act > m->act_floats || work > m->work_bytes ||
@@ -426,18 +423,23 @@ static la_status sub_forward(la_model * m, const la_layer * L, const la_call * c
 }
 
 // Head over the rows listed in idx (n of them): logits (n, vocab) in blocks of HEAD_ROWS.
-// With targets: adds the summed loss to *loss_sum and, when dhn is given, writes
-// d(weight * sum loss / count) into dhn's rows and adds to the head's gradient.
-// correct (optional) counts rows whose argmax is the target (first maximum wins).
+// With targets (LA_IGNORE_INDEX allowed): adds the summed loss of the counted rows to
+// *loss_sum and, when dhn is given, writes d(weight * sum loss / count) into dhn's rows and
+// adds to the head's gradient. l2warp > 0 adds fla's L2Wrap to d logits of every listed row:
+// l2warp * max_v logits at the argmax (fla/modules/l2warp.py; it leaves the loss unchanged).
+// correct (optional) counts counted rows whose argmax is the target (first maximum wins).
 static la_status head(la_model * m, const float * hn, const int64_t * idx, int64_t n,
-                      const int64_t * targets, float * logits_out, double * loss_sum,
-                      float * dhn, float weight, int64_t * correct) {
+                      int64_t count, const int64_t * targets, float * logits_out,
+                      double * loss_sum, float * dhn, float weight, float l2warp,
+                      int64_t * correct) {
     const int64_t D = m->D, V = m->vocab;
     la_carver cv = { (char *)m->work, 0 };
     float * x = la_carve(&cv, (size_t)HEAD_ROWS * (size_t)D * sizeof(float));   // (HB, D)
     float * lg = la_carve(&cv, (size_t)HEAD_ROWS * (size_t)V * sizeof(float));  // (HB, V)
     float * dx = la_carve(&cv, (size_t)HEAD_ROWS * (size_t)D * sizeof(float));  // (HB, D)
     int64_t * tg = la_carve(&cv, (size_t)HEAD_ROWS * sizeof(int64_t));
+    int64_t * am = la_carve(&cv, (size_t)HEAD_ROWS * sizeof(int64_t));       // argmax per row
+    float * mxv = la_carve(&cv, (size_t)HEAD_ROWS * sizeof(float));           // its logit
     const float * W = PW(m, m->p_head);
     for (int64_t r0 = 0; r0 < n; r0 += HEAD_ROWS) {
         const int64_t nb = LA_MIN(HEAD_ROWS, n - r0);
@@ -446,22 +448,33 @@ static la_status head(la_model * m, const float * hn, const int64_t * idx, int64
         la_status s = la_linear_forward(out, x, W, NULL, nb, D, V);
         if (s) return s;
         if (!targets) continue;
-        for (int64_t i = 0; i < nb; i++) tg[i] = targets[idx[r0 + i]];
-        for (int64_t i = 0; correct && i < nb; i++) {
+        int64_t cnt = 0;
+        for (int64_t i = 0; i < nb; i++) {
+            tg[i] = targets[idx[r0 + i]];
+            cnt += tg[i] != LA_IGNORE_INDEX;
             const float * row = out + i * V;
             int64_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (row[v] > row[best]) best = v;
-            *correct += best == tg[i];
+            am[i] = best;
+            mxv[i] = row[best];
+            if (correct && tg[i] != LA_IGNORE_INDEX) *correct += best == tg[i];
         }
-        double l;
-        s = la_cross_entropy(&l, dhn ? out : NULL, out, tg, nb, V, LA_IGNORE_INDEX);
-        if (s) return s;
-        *loss_sum += l * (double)nb;  // every listed row is counted
+        double l = 0;
+        if (cnt) {
+            s = la_cross_entropy(&l, dhn ? out : NULL, out, tg, nb, V, LA_IGNORE_INDEX);
+            if (s) return s;
+        }
+        *loss_sum += l * (double)cnt;
         if (!dhn) continue;
-        // la_cross_entropy divided by nb; the wanted factor is weight / n.
-        const float f = weight * (float)nb / (float)n;
-        for (int64_t i = 0; i < nb * V; i++) out[i] *= f;
+        // la_cross_entropy divided by cnt; the wanted factor is weight / count.
+        const float f = cnt ? weight * (float)cnt / (float)count : 0.0f;
+        for (int64_t i = 0; i < nb; i++) {
+            float * row = out + i * V;
+            if (cnt && tg[i] != LA_IGNORE_INDEX) for (int64_t v = 0; v < V; v++) row[v] *= f;
+            else memset(row, 0, (size_t)V * sizeof(float));
+            if (l2warp > 0.0f) row[am[i]] += weight * l2warp * mxv[i];
+        }
         la_lin_bwd(dx, 0.0f, PG(m, m->p_head), NULL, out, x, W, nb, D, V);
         for (int64_t i = 0; i < nb; i++) memcpy(dhn + idx[r0 + i] * D, dx + i * D, (size_t)D * 4);
     }
@@ -521,17 +534,23 @@ static la_status model_loss(la_model * m, double * loss, int64_t * count, int64_
     if (s) return s;
     const size_t bf = block_floats(m, rows);
     float * hL = hn - bf, *dh = hn + bf, *t1 = dh + bf, *t2 = t1 + bf;
-    int64_t n = 0;
+    // The head projects the counted rows only, unless L2Wrap (training) needs every row's
+    // maximum logit.
+    const bool l2w = train && m->cfg.use_l2warp;
+    int64_t n = 0, cnt = 0;
     int64_t * idx = malloc((size_t)rows * sizeof *idx);
     if (!idx) return LA_STATUS_NOMEM;
-    for (int64_t i = 0; i < rows; i++)
-        if (labels[i] != LA_IGNORE_INDEX) idx[n++] = i;
+    for (int64_t i = 0; i < rows; i++) {
+        cnt += labels[i] != LA_IGNORE_INDEX;
+        if (l2w || labels[i] != LA_IGNORE_INDEX) idx[n++] = i;
+    }
     double sum = 0;
     if (train) memset(dh, 0, bf * sizeof(float));
-    if (n) s = head(m, hn, idx, n, labels, NULL, &sum, train ? dh : NULL, weight, correct);
+    if (n) s = head(m, hn, idx, n, cnt, labels, NULL, &sum, train ? dh : NULL, weight,
+                    l2w ? 1e-4f / (float)rows : 0.0f, correct);
     free(idx);
-    *loss = n ? sum / (double)n : 0.0;
-    if (count) *count = n;
+    *loss = cnt ? sum / (double)cnt : 0.0;
+    if (count) *count = cnt;
     if (s || !train) return s;
     // Backward through the final norm, the sublayers (in reverse) and the embedding.
     s = norm_bwd(m, m->final_norm, m->p_norm, m->p_norm_b, t1, dh, hL, rows);
@@ -586,7 +605,7 @@ la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int
     int64_t * idx = malloc((size_t)n * sizeof *idx);
     if (!idx) return LA_STATUS_NOMEM;
     for (int64_t i = 0; i < n; i++) idx[i] = last_only ? i * T + T - 1 : i;
-    s = head(m, hn, idx, n, NULL, logits, NULL, NULL, 0.0f, NULL);
+    s = head(m, hn, idx, n, n, NULL, logits, NULL, NULL, 0.0f, 0.0f, NULL);
     free(idx);
     return s;
 }

@@ -56,6 +56,8 @@ typedef struct la_config {
     bool    intermediate_given;
     double  hidden_ratio, norm_eps, initializer_range;
     bool    tie_word_embeddings, fuse_norm;
+    bool    use_l2warp;       // fla's L2Wrap in training (model.c head)
+    char    hidden_act[16];   // as written ("swish" / "silu"; rwkv7 "sqrelu")
     int64_t pad_token_id, bos_token_id, eos_token_id;  // -1 = null
     // linear-mixer keys (each model reads its own; OPS.md 6)
     double  expand_k, expand_v;
@@ -232,10 +234,8 @@ void la_vec_add(float * dst, const float * src, int64_t n);
 // The mixers.
 // Each lives in src/model/mixer_<name>.c (strong references, so a static link pulls them in).
 extern const la_mixer_vt la_mixer_attn_vt, la_mixer_gdn_vt, la_mixer_mlp_vt, la_mixer_deltanet_vt,
-    la_mixer_gla_vt, la_mixer_kda_vt, la_mixer_retnet_vt, la_mixer_linattn_vt, la_mixer_hgrn2_vt;
-extern const la_mixer_vt la_mixer_mamba2_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_mamba_vt __attribute__((weak));
-extern const la_mixer_vt la_mixer_rwkv7_vt __attribute__((weak));
+    la_mixer_gla_vt, la_mixer_kda_vt, la_mixer_retnet_vt, la_mixer_linattn_vt, la_mixer_hgrn2_vt,
+    la_mixer_mamba2_vt, la_mixer_mamba_vt, la_mixer_rwkv7_vt, la_mixer_rwkv7_ffn_vt;
 
 // Keys of config.json that the table in config.c does not hold (models whose layers read their
 // own keys) are kept in cfg.extra; these read them with fla's defaults and a one-line error
