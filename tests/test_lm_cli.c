@@ -63,14 +63,6 @@ static char * csv_core(const char * path) {
     return res;
 }
 
-static bool same_file(const char * a, const char * b) {
-    size_t na, nb;
-    char * x = la_read_file(a, &na), *y = la_read_file(b, &nb);
-    const bool same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
 
 #define ARCH "--layers gdn,attn --hidden 32 --heads 2 --head-dim 16 --attn-heads 2"
 #define TASK "--mqar-vocab 64 --seq-len 32 --mqar-pairs 4 --eval-examples 128"
@@ -100,10 +92,10 @@ static void resume_exact(void) {
     char p1[700], p2[700];
     snprintf(p1, sizeof p1, "%s/model.safetensors", d1);
     snprintf(p2, sizeof p2, "%s/model.safetensors", d2);
-    la_expect(same_file(p1, p2), "resumed weights differ");
+    la_expect(la_same_file(p1, p2), "resumed weights differ");
     snprintf(p1, sizeof p1, "%s/trainer_state.safetensors", d1);
     snprintf(p2, sizeof p2, "%s/trainer_state.safetensors", d2);
-    la_expect(same_file(p1, p2), "resumed optimizer state differs");
+    la_expect(la_same_file(p1, p2), "resumed optimizer state differs");
 }
 
 // A tiny GDN + attention hybrid learns MQAR: recall >= 0.5 after 400 steps with seed 3 (chance

@@ -45,49 +45,20 @@ static char * tmp_path(const char * name) {
     return p;
 }
 
-static bool same_file(const char * a, const char * b) {
-    size_t na, nb;
-    char * x = la_read_file(a, &na), *y = la_read_file(b, &nb);
-    const bool same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
 
 // Save, load: identical parameters (bitwise), config text and logits.
 static void round_trip(const char * json, int ci) {
     la_model * m = la_test_model(json, 31 + (uint64_t)ci);
-    char err[512] = "", dir[600];
+    char dir[600], keep[600], cmd[1400], err[512] = "";
     snprintf(dir, sizeof dir, "%s", tmp_path("ckpt"));
-    la_expect_status(la_model_save(m, dir, NULL, NULL, err, sizeof err), LA_STATUS_OK, err);
-    la_model * r = NULL;
-    la_expect_status(la_model_load(&r, dir, err, sizeof err), LA_STATUS_OK, err);
-    if (!r) return;
-    la_expect(r->n_par == m->n_par && r->n_floats == m->n_floats, "cfg %d: layout differs", ci);
-    la_expect(!memcmp(r->w, m->w, m->n_floats * 4), "cfg %d: parameters differ after reload", ci);
-    char * a = la_model_config_json(m), *b = la_model_config_json(r);
-    la_expect(!strcmp(a, b), "cfg %d: config.json differs after reload", ci);
-    free(a);
-    free(b);
-    const int64_t T = 9;
-    int64_t ids[9];
-    for (int64_t i = 0; i < T; i++) ids[i] = (i * 7 + 3) % m->vocab;
-    float * l1 = la_test_alloc((size_t)(T * m->vocab) * 4), *l2 = la_test_alloc((size_t)(T * m->vocab) * 4);
-    la_model_logits(m, l1, ids, 1, T, NULL, false);
-    la_model_logits(r, l2, ids, 1, T, NULL, false);
-    la_expect(!memcmp(l1, l2, (size_t)(T * m->vocab) * 4), "cfg %d: logits differ after reload", ci);
-    // saving again over the checkpoint replaces it; the saved bytes are the same
-    char keep[600];
+    la_model_round_trip_check(m, dir, "cfg", ci);
+    // saving again over the checkpoint replaces it with the same bytes
     snprintf(keep, sizeof keep, "%s", tmp_path("first.safetensors"));
-    char cmd[1400];
     snprintf(cmd, sizeof cmd, "cp %s/model.safetensors %s", dir, keep);
     la_expect(system(cmd) == 0, "copy");
-    la_expect_status(la_model_save(r, dir, NULL, NULL, err, sizeof err), LA_STATUS_OK, err);
+    la_expect_status(la_model_save(m, dir, NULL, NULL, err, sizeof err), LA_STATUS_OK, err);
     snprintf(cmd, sizeof cmd, "%s/model.safetensors", dir);
-    la_expect(same_file(cmd, keep), "cfg %d: re-saved checkpoint differs", ci);
-    free(l1);
-    free(l2);
-    la_model_free(r);
+    la_expect(la_same_file(cmd, keep), "cfg %d: re-saved checkpoint differs", ci);
     la_model_free(m);
 }
 
@@ -218,7 +189,7 @@ static void bad_checkpoints(void) {
     // a failed save keeps the old checkpoint and leaves no temporary directory behind
     la_expect(la_model_save(m, dir, failing_hook, NULL, err, sizeof err) != LA_STATUS_OK,
               "failing hook must fail the save");
-    la_expect(same_file(p, good), "failed save changed the previous checkpoint");
+    la_expect(la_same_file(p, good), "failed save changed the previous checkpoint");
     snprintf(cmd, sizeof cmd, "ls -d %s/bad.tmp.* 2>/dev/null | grep -q .", g_dir);
     la_expect(system(cmd) != 0, "failed save left a temporary directory");
     // truncated weights

@@ -158,32 +158,9 @@ static void names(void) {
 
 static void round_trip(const char * json, int ci) {
     la_model * m = la_test_model(json, 31 + (uint64_t)ci);
-    char err[512] = "", dir[600];
+    char dir[600];
     snprintf(dir, sizeof dir, "%s/ckpt%d", g_dir, ci);
-    la_expect_status(la_model_save(m, dir, NULL, NULL, err, sizeof err), LA_STATUS_OK, err);
-    la_model * r = NULL;
-    la_expect_status(la_model_load(&r, dir, err, sizeof err), LA_STATUS_OK, err);
-    if (!r) {
-        la_model_free(m);
-        return;
-    }
-    la_expect(r->n_par == m->n_par && r->n_floats == m->n_floats, "cfg %d: layout differs", ci);
-    la_expect(!memcmp(r->w, m->w, m->n_floats * 4), "cfg %d: parameters differ after reload", ci);
-    char * a = la_model_config_json(m), *b = la_model_config_json(r);
-    la_expect(!strcmp(a, b), "cfg %d: config.json differs after reload", ci);
-    free(a);
-    free(b);
-    const int64_t T = 9;
-    int64_t ids[9];
-    for (int64_t i = 0; i < T; i++) ids[i] = (i * 7 + 3) % m->vocab;
-    const size_t nb = (size_t)(T * m->vocab) * 4;
-    float * l1 = la_test_alloc(nb), *l2 = la_test_alloc(nb);
-    la_expect_status(la_model_logits(m, l1, ids, 1, T, NULL, false), LA_STATUS_OK, "logits");
-    la_expect_status(la_model_logits(r, l2, ids, 1, T, NULL, false), LA_STATUS_OK, "logits");
-    la_expect(!memcmp(l1, l2, nb), "cfg %d: logits differ after reload", ci);
-    free(l1);
-    free(l2);
-    la_model_free(r);
+    la_model_round_trip_check(m, dir, "cfg", ci);
     la_model_free(m);
 }
 
@@ -486,27 +463,8 @@ static void reference(const char * json, int ci, int64_t G) {
 
 static void long_decode(const char * json, int ci) {
     la_model * m = la_test_model(json, 51 + (uint64_t)ci);
-    const int64_t N = 2, T = 170, V = m->vocab, lens[] = { 70, 67, 1, 1, 1, 30 };
-    int64_t * ids = la_test_alloc((size_t)(N * T) * 8), *chunk = la_test_alloc((size_t)(N * T) * 8);
-    for (int64_t i = 0; i < N * T; i++) ids[i] = (i * 13 + i / 7) % V;
-    const size_t nl = (size_t)(N * T * V) * 4;
-    float * full = la_test_alloc(nl), *got = la_test_alloc(nl), *lg = la_test_alloc(nl);
-    la_expect_status(la_model_logits(m, full, ids, N, T, NULL, false), LA_STATUS_OK, "full");
-    la_cache * c = NULL;
-    la_expect_status(la_cache_new(&c, m, N, 8), LA_STATUS_OK, "cache");
-    for (int64_t t0 = 0, k = 0; c && t0 < T; t0 += lens[k++]) {
-        const int64_t len = lens[k];
-        for (int64_t b = 0; b < N; b++) memcpy(chunk + b * len, ids + b * T + t0, (size_t)len * 8);
-        la_expect_status(la_model_logits(m, lg, chunk, N, len, c, false), LA_STATUS_OK, "cached");
-        for (int64_t b = 0; b < N; b++)
-            memcpy(got + (b * T + t0) * V, lg + b * len * V, (size_t)(len * V) * 4);
-    }
-    double * ref = la_to_f64(full, N * T * V);
-    char name[64];
-    snprintf(name, sizeof name, "cfg %d long prefill + decode logits", ci);
-    la_expect_rel(name, got, ref, N * T * V, 2e-4);
-    free(ref), free(ids), free(chunk), free(full), free(got), free(lg);
-    la_cache_free(c);
+    const int64_t lens[] = { 70, 67, 1, 1, 1, 30 };
+    la_model_decode_check_m(m, "cfg (long)", ci, 700 + (uint64_t)ci, 170, lens, 6, 8);
     la_model_free(m);
 }
 

@@ -272,85 +272,21 @@ static void test_config(void) {
 // la_model_grad_check's directional check (same seeds, batch and tolerance), for feature maps
 // with relu kinks: a central difference whose interval holds the kink of one of the hundreds of
 // relu inputs is off by a share of that input's slope jump. A kink at distance delta spoils only
-// steps above delta, so each direction is tried with steps 2e-3, 1e-3, ..., 1.25e-4 and passes
-// when one agrees; the tolerance adds the loss's float32 rounding (~1e-7 relative) over the step.
+// steps above delta, so each direction is tried with steps 2e-3, 1e-3, ..., 1.25e-4 (five
+// halvings of la_model_grad_check_m) and passes when one agrees.
 
-static void random_tokens(la_rng * r, int64_t * x, int64_t n, int64_t vocab) {
-    for (int64_t i = 0; i < n; i++) x[i] = (int64_t)(la_rng_uniform(r) * (double)vocab);
-}
 
-static void grad_check_kinked(const char * json, int ci) {
-    la_model * m = la_test_model(json, 11 + (uint64_t)ci);
-    la_rng r;
-    la_rng_seed(&r, 100 + (uint64_t)ci);
-    const int64_t B = 2, T = 19, n = B * T;
-    int64_t * ids = la_test_alloc((size_t)n * 8), *lab = la_test_alloc((size_t)n * 8);
-    random_tokens(&r, ids, n, m->vocab);
-    random_tokens(&r, lab, n, m->vocab);
-    for (int64_t i = 0; i < n; i += 5) lab[i] = LA_IGNORE_INDEX;
-    double loss;
-    la_model_reserve(m, B, T, true);
-    la_model_zero_grad(m);
-    la_expect_status(la_model_loss(m, &loss, NULL, ids, lab, B, T, true, 1.0f), LA_STATUS_OK,
-                     "loss + backward");
-    double worst = 0;
-    for (int32_t p = 0; p < m->n_par; p++) {
-        const la_param * P = &m->par[p];
-        float * w = m->w + P->off;
-        double * u = la_test_alloc((size_t)P->numel * 8);
-        float * w0 = la_test_alloc((size_t)P->numel * 4);
-        memcpy(w0, w, (size_t)P->numel * 4);
-        double nu = 0, an = 0, best = INFINITY, fd = 0;
-        for (int64_t j = 0; j < P->numel; j++) u[j] = la_rng_normal(&r), nu += u[j] * u[j];
-        for (int64_t j = 0; j < P->numel; j++)
-            u[j] /= sqrt(nu), an += u[j] * (double)m->g[P->off + j];
-        for (double eps = 2e-3; eps > 1e-4; eps /= 2) {
-            double lp, lm;
-            for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] + eps * u[j]);
-            la_model_loss(m, &lp, NULL, ids, lab, B, T, false, 1.0f);
-            for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] - eps * u[j]);
-            la_model_loss(m, &lm, NULL, ids, lab, B, T, false, 1.0f);
-            const double f = (lp - lm) / (2 * eps);
-            const double tol = 3e-2 * fabs(an) + 2e-4 + 2e-7 * fabs(loss) / eps;
-            if (fabs(f - an) / tol < best) best = fabs(f - an) / tol, fd = f;
-        }
-        memcpy(w, w0, (size_t)P->numel * 4);
-        worst = fmax(worst, best);
-        la_expect(best <= 1 && isfinite(an), "cfg %d %s: fd %.6e analytic %.6e", ci, P->name, fd,
-                  an);
-        free(u);
-        free(w0);
-    }
-    printf("grad check cfg %d (kinks): %d tensors, worst |fd - an| / tol = %.3f\n", ci, m->n_par,
-           worst);
-    free(ids);
-    free(lab);
-    la_model_free(m);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoint round trip: config.json (with the layer keys kept in cfg.extra) and the weights
 // under fla's names reload into the same model, logits included.
 
 static void test_roundtrip(const char * json, int ci) {
-    char dir[] = "/tmp/la_mixers2_XXXXXX", ck[64], err[256] = "";
+    char dir[] = "/tmp/la_mixers2_XXXXXX", ck[64];
     if (!la_expect(mkdtemp(dir) != NULL, "mkdtemp")) return;
     snprintf(ck, sizeof ck, "%s/ck", dir);
-    la_model * m = la_test_model(json, 31 + (uint64_t)ci), *r = NULL;
-    la_expect_status(la_model_save(m, ck, NULL, NULL, err, sizeof err), LA_STATUS_OK, err);
-    la_expect_status(la_model_load(&r, ck, err, sizeof err), LA_STATUS_OK, err);
-    if (r) {
-        la_expect(r->n_floats == m->n_floats && !memcmp(r->w, m->w, m->n_floats * 4),
-                  "cfg %d: parameters differ after reload", ci);
-        const int64_t ids[6] = { 1, 5, 2, 7, 3, 4 }, V = m->vocab;
-        float * a = la_test_alloc((size_t)(6 * V) * 4), *b = la_test_alloc((size_t)(6 * V) * 4);
-        la_model_logits(m, a, ids, 2, 3, NULL, false);
-        la_model_logits(r, b, ids, 2, 3, NULL, false);
-        la_expect(la_same_bits(a, b, 6 * V), "cfg %d: logits differ after reload", ci);
-        free(a);
-        free(b);
-        la_model_free(r);
-    }
+    la_model * m = la_test_model(json, 31 + (uint64_t)ci);
+    la_model_round_trip_check(m, ck, "cfg", ci);
     la_model_free(m);
     char p[96];
     snprintf(p, sizeof p, "%s/config.json", ck), unlink(p);
@@ -362,8 +298,13 @@ int main(void) {
     test_names();
     test_config();
     for (int i = 0; i < NCFG; i++) {
-        if (configs[i].kinked) grad_check_kinked(configs[i].json, i);
-        else la_model_grad_check(configs[i].json, i);
+        if (configs[i].kinked) {
+            la_model * m = la_test_model(configs[i].json, 11 + (uint64_t)i);
+            la_model_grad_check_m(m, "cfg (kinks)", i, 100 + (uint64_t)i, 5, false);
+            la_model_free(m);
+        } else {
+            la_model_grad_check(configs[i].json, i);
+        }
         la_model_decode_check(configs[i].json, i);
         test_roundtrip(configs[i].json, i);
     }

@@ -526,64 +526,8 @@ static void test_reference(const char * json, int ci) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Gradients and decoding on the perturbed models (the testlib checks, on another model)
-
-static void random_ids(la_rng * r, int64_t * x, int64_t n, int64_t V) {
-    for (int64_t i = 0; i < n; i++) x[i] = (int64_t)(la_rng_uniform(r) * (double)V);
-}
-
-// d loss / d w along a random unit direction per tensor: central differences vs <g, u>.
-static void grad_check_perturbed(const char * json, int ci) {
-    la_model * m = perturbed_model(json, 51 + (uint64_t)ci);
-    la_rng r;
-    la_rng_seed(&r, 500 + (uint64_t)ci);
-    const int64_t B = 2, T = 19, n = B * T;
-    int64_t * ids = la_test_alloc((size_t)n * 8), *lab = la_test_alloc((size_t)n * 8);
-    random_ids(&r, ids, n, m->vocab);
-    random_ids(&r, lab, n, m->vocab);
-    for (int64_t i = 0; i < n; i += 5) lab[i] = LA_IGNORE_INDEX;
-    double loss;
-    la_model_reserve(m, B, T, true);
-    la_model_zero_grad(m);
-    la_expect_status(la_model_loss(m, &loss, NULL, ids, lab, B, T, true, 1.0f), LA_STATUS_OK,
-                     "perturbed loss + backward");
-    const double eps = 2e-3;
-    double worst = 0;
-    int nonzero = 0;
-    for (int32_t p = 0; p < m->n_par; p++) {
-        const la_param * P = &m->par[p];
-        float * w = m->w + P->off;
-        double * u = la_test_alloc((size_t)P->numel * 8);
-        float * w0 = la_test_alloc((size_t)P->numel * 4);
-        memcpy(w0, w, (size_t)P->numel * 4);
-        double nu = 0, an = 0;
-        for (int64_t j = 0; j < P->numel; j++) u[j] = la_rng_normal(&r), nu += u[j] * u[j];
-        for (int64_t j = 0; j < P->numel; j++)
-            u[j] /= sqrt(nu), an += u[j] * (double)m->g[P->off + j];
-        double lp, lm;
-        for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] + eps * u[j]);
-        la_model_loss(m, &lp, NULL, ids, lab, B, T, false, 1.0f);
-        for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] - eps * u[j]);
-        la_model_loss(m, &lm, NULL, ids, lab, B, T, false, 1.0f);
-        memcpy(w, w0, (size_t)P->numel * 4);
-        const double fd = (lp - lm) / (2 * eps), tol = 3e-2 * fabs(an) + 2e-4;
-        worst = fmax(worst, fabs(fd - an) / tol);
-        nonzero += fabs(an) > 1e-6;
-        la_expect(fabs(fd - an) <= tol && isfinite(an),
-                  "perturbed cfg %d %s: fd %.6e analytic %.6e",
-                  ci, P->name, fd, an);
-        free(u);
-        free(w0);
-    }
-    // every tensor carries gradient once the zero-initialised ones are perturbed
-    la_expect(nonzero == m->n_par, "perturbed cfg %d: %d of %d gradients are non-zero", ci, nonzero,
-              m->n_par);
-    printf("perturbed grad check cfg %d: %d tensors, worst |fd - an| / tol = %.3f\n", ci,
-           m->n_par, worst);
-    free(ids);
-    free(lab);
-    la_model_free(m);
-}
+// Gradients and decoding on the perturbed models: the testlib checks (la_model_grad_check_m,
+// la_model_decode_check_m) in main, and a per-sublayer check here.
 
 // One sublayer alone with loss = sum(y o dy), plus sum(v_first o dvf) for layer 0's time mix
 // (v_first is its output; a later layer reads it from m->shared as an input, and its gradient
@@ -682,35 +626,6 @@ static void sublayer_grads(const char * json, int ci) {
 }
 
 // Prefill in two chunks (the second one starts from the cache), then token by token.
-static void decode_check_perturbed(const char * json, int ci) {
-    la_model * m = perturbed_model(json, 61 + (uint64_t)ci);
-    la_rng r;
-    la_rng_seed(&r, 600 + (uint64_t)ci);
-    const int64_t N = 2, T = 45, V = m->vocab, t1 = 35, t2 = 3;  // t1 spans two op chunks
-    int64_t * ids = la_test_alloc((size_t)(N * T) * 8), *chunk = la_test_alloc((size_t)(N * T) * 8);
-    random_ids(&r, ids, N * T, V);
-    float * full = la_test_alloc((size_t)(N * T * V) * 4);
-    float * got = la_test_alloc((size_t)(N * T * V) * 4);
-    float * lg = la_test_alloc((size_t)(N * T * V) * 4);
-    la_expect_status(la_model_logits(m, full, ids, N, T, NULL, false), LA_STATUS_OK, "full");
-    la_cache * c = NULL;
-    la_expect_status(la_cache_new(&c, m, N, 64), LA_STATUS_OK, "cache");
-    for (int64_t t0 = 0; t0 < T;) {
-        const int64_t len = t0 == 0 ? t1 : t0 == t1 ? t2 : 1;
-        for (int64_t b = 0; b < N; b++) memcpy(chunk + b * len, ids + b * T + t0, (size_t)len * 8);
-        la_expect_status(la_model_logits(m, lg, chunk, N, len, c, false), LA_STATUS_OK, "cached");
-        for (int64_t b = 0; b < N; b++)
-            memcpy(got + (b * T + t0) * V, lg + b * len * V, (size_t)(len * V) * 4);
-        t0 += len;
-    }
-    double * ref = la_to_f64(full, N * T * V);
-    char name[80];
-    snprintf(name, sizeof name, "perturbed cfg %d prefill+decode logits", ci);
-    la_expect_rel(name, got, ref, N * T * V, 2e-4);
-    free(ref), free(ids), free(chunk), free(full), free(got), free(lg);
-    la_cache_free(c);
-    la_model_free(m);
-}
 
 // ---------------------------------------------------------------------------------------------
 // use_l2warp (fla's default for rwkv7; fla/modules/l2warp.py): the loss is unchanged and the
@@ -789,30 +704,7 @@ static void test_l2warp(void) {
 
 static void test_round_trip(const char * json, int ci, const char * dir) {
     la_model * m = perturbed_model(json, 81 + (uint64_t)ci);
-    char err[512] = "";
-    la_expect_status(la_model_save(m, dir, NULL, NULL, err, sizeof err), LA_STATUS_OK, err);
-    la_model * r = NULL;
-    la_expect_status(la_model_load(&r, dir, err, sizeof err), LA_STATUS_OK, err);
-    if (!r) {
-        la_model_free(m);
-        return;
-    }
-    la_expect(r->n_par == m->n_par && !memcmp(r->w, m->w, m->n_floats * 4),
-              "cfg %d: parameters differ after reload", ci);
-    char * a = la_model_config_json(m), *b = la_model_config_json(r);
-    la_expect(!strcmp(a, b), "cfg %d: config.json differs after reload", ci);
-    free(a), free(b);
-    const int64_t T = 9;
-    int64_t ids[9];
-    for (int64_t i = 0; i < T; i++) ids[i] = (i * 7 + 3) % m->vocab;
-    float * l1 = la_test_alloc((size_t)(T * m->vocab) * 4);
-    float * l2 = la_test_alloc((size_t)(T * m->vocab) * 4);
-    la_model_logits(m, l1, ids, 1, T, NULL, false);
-    la_model_logits(r, l2, ids, 1, T, NULL, false);
-    la_expect(!memcmp(l1, l2, (size_t)(T * m->vocab) * 4), "cfg %d: logits differ after reload",
-              ci);
-    free(l1), free(l2);
-    la_model_free(r);
+    la_model_round_trip_check(m, dir, "cfg", ci);
     la_model_free(m);
 }
 
@@ -862,8 +754,17 @@ int main(void) {
         la_model_decode_check(configs[i], i);
         sublayer_grads(configs[i], i);
         test_reference(configs[i], i);
-        grad_check_perturbed(configs[i], i);
-        decode_check_perturbed(configs[i], i);
+        {
+            // every tensor carries gradient once the zero-initialised ones are perturbed
+            la_model * m = perturbed_model(configs[i], 51 + (uint64_t)i);
+            la_model_grad_check_m(m, "perturbed cfg", i, 500 + (uint64_t)i, 1, true);
+            la_model_free(m);
+            // the first chunk (35) spans two op chunks
+            const int64_t lens[] = { 35, 3 };
+            m = perturbed_model(configs[i], 61 + (uint64_t)i);
+            la_model_decode_check_m(m, "perturbed cfg", i, 600 + (uint64_t)i, 45, lens, 2, 64);
+            la_model_free(m);
+        }
         test_round_trip(configs[i], i, ck);
     }
     char cmd[200];

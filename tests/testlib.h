@@ -335,9 +335,24 @@ void la_good_run(const char * tag, const char * op, const char * flags, const la
 // A model from config.json text, initialised with seed (exits on a rejected config).
 struct la_model * la_test_model(const char * json, uint64_t seed);
 // Every parameter tensor's gradient against central differences of the loss along a random
-// unit direction (tolerance 3e-2 relative + 2e-4), for a (2, 19) batch with ignored labels.
+// unit direction (rng seed), for a (2, 19) batch with ignored labels: tolerance 3e-2 |an| +
+// 2e-4, eps 2e-3. halvings > 1 retries each direction with eps halved each time and passes
+// when one agrees, the tolerance then adding the loss's float32 rounding over the step
+// (2e-7 |loss| / eps): for functions with kinks (relu), where a step across a kink is off.
+// want_nonzero: every tensor's gradient must also be non-zero.
+void la_model_grad_check_m(struct la_model * m, const char * tag, int ci, uint64_t seed,
+                           int halvings, bool want_nonzero);
+// The same on la_test_model(json, 11 + ci), seed 100 + ci, one step.
 void la_model_grad_check(const char * json, int ci);
-// Prefill in two chunks then decode token by token against one full forward (2e-4 relative).
+// Prefill in chunks of lens[0..nlens) tokens (then single decode steps) from a cache of
+// capacity cap, for 2 random sequences of T tokens, against one full forward (2e-4 relative to
+// the logits' scale).
+void la_model_decode_check_m(struct la_model * m, const char * tag, int ci, uint64_t seed,
+                             int64_t T, const int64_t * lens, int nlens, int64_t cap);
+// la_test_model(json, 21 + ci), T = 30: chunks of 11 and 9, then decode steps.
 void la_model_decode_check(const char * json, int ci);
+// Save into dir and load: identical layout, parameters (bitwise), config.json and logits.
+void la_model_round_trip_check(struct la_model * m, const char * dir, const char * tag, int ci);
+bool la_same_file(const char * a, const char * b);
 
 #endif
