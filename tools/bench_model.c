@@ -43,7 +43,7 @@ static void fill(int64_t * ids, int64_t n) {
 }
 
 int cmd_bench_model(int argc, char ** argv) {
-    int64_t maxT = 65536, attn_maxT = 32768;
+    int64_t maxT = 65536, attn_maxT = 65536;
     for (int i = 1; i < argc; i++) {
         const char * v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--max-T")) maxT = cli_parse_int("--max-T", v, 1024, 1 << 22), i++;
@@ -55,8 +55,8 @@ int cmd_bench_model(int argc, char ** argv) {
            la_get_num_threads(), la_cpu_isa(), la_blas_backend(), sgemm_gflops());
     // 1. training
     const char * hyb = "gdn,gdn,gdn,attn,gdn,gdn,gdn,attn";
-    la_model * m = make(hyb, 256);
-    printf("\nmodel: %s, hidden 256, GDN 2 heads x 128, attention 4 heads x 64, byte vocab: "
+    la_model * m = make(hyb, 320);
+    printf("\nmodel: %s, hidden 320, GDN 2 heads x 128, attention 5 heads x 64, byte vocab: "
            "%.2f M parameters\n", hyb, (double)la_model_num_params(m) / 1e6);
     const int64_t T = 2048, B = 2;
     int64_t * ids = malloc((size_t)(8 * maxT) * 8), *lab = malloc((size_t)(B * T) * 8);
@@ -96,9 +96,9 @@ int cmd_bench_model(int argc, char ** argv) {
     }
     la_model_free(m);
     // 3. prefill vs T
-    la_model * g = make("gdn,gdn,gdn,gdn,gdn,gdn,gdn,gdn", 256);
-    la_model * a = make("attn,attn,attn,attn,attn,attn,attn,attn", 256);
-    printf("\nprefill of one sequence (forward with caches, chunk form), 8 layers, hidden 256:\n"
+    la_model * g = make("gdn,gdn,gdn,gdn,gdn,gdn,gdn,gdn", 320);
+    la_model * a = make("attn,attn,attn,attn,attn,attn,attn,attn", 320);
+    printf("\nprefill of one sequence (forward with caches, chunk form), 8 layers, hidden 320:\n"
            "  pure GDN %.2f M parameters, pure attention %.2f M\n%8s %12s %12s %10s\n",
            (double)la_model_num_params(g) / 1e6, (double)la_model_num_params(a) / 1e6, "T",
            "GDN s", "attn s", "attn/GDN");

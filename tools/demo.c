@@ -47,9 +47,13 @@ int cmd_demo(int argc, char ** argv) {
            "32, %d threads. Recall = accuracy on the\n  queried values of 1000 unseen examples.\n\n",
            (long long)t.mqar.num_kv_pairs, (long long)t.mqar.seq_len, (long long)t.mqar.vocab,
            (long long)steps, la_get_num_threads());
+    fflush(stdout);
     for (int k = 0; k < 2; k++) {
         demo_run * r = &runs[k];
-        lm_arch a = { .layers = r->layers, .hidden = 64, .heads = 2, .head_dim = 32,
+        // GDN heads of 16 x 16 states: 8 KiB of recurrent state per sequence in all four
+        // layers, too little to hold 8 pairs in this training budget, while the one softmax
+        // layer of the hybrid keeps every key and value of the context
+        lm_arch a = { .layers = r->layers, .hidden = 64, .heads = 2, .head_dim = 16,
                       .expand_v = 1, .attn_heads = 2, .attn_kv_heads = 2, .vocab = t.mqar.vocab };
         char * json = lm_arch_json(&a);
         char err[512];

@@ -228,4 +228,10 @@ static inline void la_prefetch_rows(const float * base, int64_t ld, int64_t rows
 #include <sys/types.h>
 mode_t la_new_file_mode(void);
 
+// One-line error message into err (control characters become '?'); returns s.
+la_status la_fail(char * err, size_t errlen, la_status s, const char * fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+// Offset of the first byte of the first ill-formed UTF-8 sequence in s[0, n), or -1.
+int64_t la_utf8_bad_offset(const unsigned char * s, size_t n);
+
 #endif  // LA_INTERNAL_H

@@ -11,6 +11,7 @@
 // (other writers pack tensors back to back); conversions use byte loads. The writer mirrors the
 // reference implementation's output: header padded with spaces to a multiple of 8, data grouped
 // by element size so every tensor is aligned; its header lists tensors in the caller's order.
+#include "internal.h"
 #include "linattn.h"
 
 #include <cJSON.h>
@@ -51,20 +52,6 @@ LA_API size_t la_dtype_size(la_dtype d) { return st_dtype_ok(d) ? st_dtypes[d].s
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-// Formats one line into err (control characters, e.g. from a hostile tensor name, become '?'
-// so the message stays one line) and returns s.
-static la_status st_fail(char * err, size_t errlen, la_status s, const char * fmt, ...) {
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        for (char * p = err; *p; p++) {
-            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-        }
-    }
-    return s;
-}
 
 static void st_shape_str(char * buf, size_t len, int32_t ndim, const int64_t * shape) {
     size_t used = 0;
@@ -127,29 +114,6 @@ struct la_st_file {
     int64_t *       by_name;   // (n) indices into tensors, sorted by name, for la_st_find
 };
 
-// Returns true when s[0, n) is UTF-8; otherwise *bad is the offset of the first bad byte.
-// Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
-static bool st_utf8_valid(const unsigned char * s, size_t n, size_t * bad) {
-    static const uint32_t min_cp[5] = { 0, 0, 0x80, 0x800, 0x10000 };
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                   : (c & 0xf8) == 0xf0 ? 4 : 0;
-        bool ok = len > 0 && i + len <= n;
-        uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-        for (size_t j = 1; ok && j < len; j++) {
-            ok = (s[i + j] & 0xc0) == 0x80;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if (ok && len > 1) ok = cp >= min_cp[len] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
-        if (!ok) {
-            *bad = i;
-            return false;
-        }
-        i += len;
-    }
-    return true;
-}
 
 // Every number of the header as written. cJSON keeps only a double, which cannot tell "3"
 // from "3.0", "1e3" or "007" (the reference reader rejects those) and loses integers above
@@ -183,24 +147,24 @@ static void st_nums_free(st_nums * nums) {
 static la_status st_scan_header(st_nums * nums, size_t n, const char * path, char * err,
                                 size_t errlen) {
     const unsigned char * h = nums->h;
-    size_t bad;
-    if (!st_utf8_valid(h, n, &bad)) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
-                       "%s: header is not valid UTF-8 (byte 0x%02x at header offset %zu)", path,
-                       h[bad], bad);
+    const int64_t bad = la_utf8_bad_offset(h, n);
+    if (bad >= 0) {
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
+                       "%s: header is not valid UTF-8 (byte 0x%02x at header offset %lld)", path,
+                       h[bad], (long long)bad);
     }
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = h[i];
         if (c < 0x20 && !(!in_str && (c == '\t' || c == '\n' || c == '\r'))) {
-            return st_fail(err, errlen, LA_STATUS_FORMAT,
+            return la_fail(err, errlen, LA_STATUS_FORMAT,
                            "%s: header has control byte 0x%02x at header offset %zu", path, c,
                            i);
         }
         if (in_str) {
             // cJSON would decode \u0000 into a NUL that silently cuts the name short.
             if (c == '\\' && i + 5 < n && memcmp(h + i + 1, "u0000", 5) == 0) {
-                return st_fail(err, errlen, LA_STATUS_FORMAT,
+                return la_fail(err, errlen, LA_STATUS_FORMAT,
                                "%s: header has an escaped NUL (\\u0000) at header offset %zu",
                                path, i);
             }
@@ -218,7 +182,7 @@ static la_status st_scan_header(st_nums * nums, size_t n, const char * path, cha
             if (nums->n == nums->cap) {
                 size_t cap = nums->cap ? 2 * nums->cap : 64;
                 st_numtext * t = realloc(nums->text, cap * sizeof *t);
-                if (!t) return st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+                if (!t) return la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
                 nums->text = t;
                 nums->cap = cap;
             }
@@ -316,7 +280,7 @@ static la_status st_parse_entry(const st_nums * nums, const cJSON * it, la_st_te
     const char * nm = t->name;
     char why[80];
     if (!cJSON_IsObject(it)) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': entry is not a JSON object",
+        return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': entry is not a JSON object",
                        path, nm);
     }
     const cJSON * jd = NULL;
@@ -330,36 +294,36 @@ static la_status st_parse_entry(const st_nums * nums, const cJSON * it, la_st_te
                             : NULL;
         if (!slot) continue;  // unknown fields are ignored, as by the reference reader
         if (*slot) {
-            return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': duplicate field \"%s\"",
+            return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': duplicate field \"%s\"",
                            path, nm, c->string);
         }
         *slot = c;
     }
     if (!jd || !js || !jo) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': missing field \"%s\"",
+        return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': missing field \"%s\"",
                        path, nm, !jd ? "dtype" : !js ? "shape" : "data_offsets");
     }
 
     if (!cJSON_IsString(jd)) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': \"dtype\" is not a string",
+        return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': \"dtype\" is not a string",
                        path, nm);
     }
     int d = 0;
     while (d < ST_NDTYPES && strcmp(jd->valuestring, st_dtypes[d].name) != 0) d++;
     if (d == ST_NDTYPES) {
-        return st_fail(err, errlen, LA_STATUS_DTYPE,
+        return la_fail(err, errlen, LA_STATUS_DTYPE,
                        "%s: tensor '%s': dtype '%s' is not supported (F32, F64, F16, BF16, I64, "
                        "I32)", path, nm, jd->valuestring);
     }
     t->dtype = (la_dtype)d;
 
     if (!cJSON_IsArray(js)) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': \"shape\" is not an array",
+        return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': \"shape\" is not an array",
                        path, nm);
     }
     int nd = cJSON_GetArraySize(js);
     if (nd > LA_ST_MAX_DIMS) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: tensor '%s': shape has %d dims, more than the %d linattn supports",
                        path, nm, nd, LA_ST_MAX_DIMS);
     }
@@ -371,7 +335,7 @@ static la_status st_parse_entry(const st_nums * nums, const cJSON * it, la_st_te
         uint64_t v = 0;
         const char * bad = st_get_uint(nums, c, &v, why, sizeof why);
         if (bad) {
-            return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': shape[%d] %s", path,
+            return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': shape[%d] %s", path,
                            nm, k, bad);
         }
         t->shape[k] = (int64_t)v;
@@ -387,7 +351,7 @@ static la_status st_parse_entry(const st_nums * nums, const cJSON * it, la_st_te
     st_shape_str(sh, sizeof sh, t->ndim, t->shape);
     if (overflow || numel > (int64_t)(INT64_MAX / (int64_t)es) ||
         (uint64_t)numel * es > (uint64_t)SIZE_MAX) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: tensor '%s': shape %s is too large (byte size overflows)", path, nm,
                        sh);
     }
@@ -395,30 +359,30 @@ static la_status st_parse_entry(const st_nums * nums, const cJSON * it, la_st_te
     t->nbytes = (size_t)numel * es;
 
     if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: tensor '%s': \"data_offsets\" is not an array of two integers", path,
                        nm);
     }
     const char * bad = st_get_uint(nums, jo->child, begin, why, sizeof why);
     if (!bad) bad = st_get_uint(nums, jo->child->next, end, why, sizeof why);
     if (bad) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': data offset %s", path,
+        return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: tensor '%s': data offset %s", path,
                        nm, bad);
     }
     if (*begin > *end) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, nm,
                        (unsigned long long)*begin, (unsigned long long)*end);
     }
     if (*end - *begin != (uint64_t)t->nbytes) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s "
                        "needs %zu", path, nm, (unsigned long long)*begin,
                        (unsigned long long)*end, (unsigned long long)(*end - *begin),
                        st_dtypes[d].name, sh, t->nbytes);
     }
     if (*end > data_size) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: tensor '%s': data_offsets end %llu is beyond the %llu-byte data "
                        "section (truncated file?)", path, nm, (unsigned long long)*end,
                        (unsigned long long)data_size);
@@ -430,21 +394,21 @@ static la_status st_parse_entry(const st_nums * nums, const cJSON * it, la_st_te
 static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
     const char * path = f->path;
     if (f->size < 8) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: file has %zu bytes, too short for the 8-byte header length", path,
                        f->size);
     }
     uint64_t hn = st_ld64(f->map);
     if (hn == 0) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT, "%s: header length is 0", path);
+        return la_fail(err, errlen, LA_STATUS_FORMAT, "%s: header length is 0", path);
     }
     if (hn > ST_MAX_HEADER) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: header length %llu is larger than the %llu-byte limit", path,
                        (unsigned long long)hn, ST_MAX_HEADER);
     }
     if (hn > f->size - 8) {
-        return st_fail(err, errlen, LA_STATUS_FORMAT,
+        return la_fail(err, errlen, LA_STATUS_FORMAT,
                        "%s: header length %llu runs past the end of the %zu-byte file", path,
                        (unsigned long long)hn, f->size);
     }
@@ -462,7 +426,7 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
     // A NUL-terminated copy: cJSON's length-limited parse has had overreads past the buffer.
     text = malloc(n + 1);
     if (!text) {
-        s = st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+        s = la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
         goto done;
     }
     memcpy(text, h, n);
@@ -471,26 +435,26 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
     root = cJSON_ParseWithLengthOpts(text, n, &end, false);
     if (!root) {
         size_t at = end && end >= text && end <= text + n ? (size_t)(end - text) : 0;
-        s = st_fail(err, errlen, LA_STATUS_FORMAT, "%s: header is not valid JSON (near byte %zu)",
+        s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: header is not valid JSON (near byte %zu)",
                     path, at);
         goto done;
     }
     // The reference writer pads with spaces; anything else after the value is garbage.
     for (const char * p = end; p < text + n; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            s = st_fail(err, errlen, LA_STATUS_FORMAT,
+            s = la_fail(err, errlen, LA_STATUS_FORMAT,
                         "%s: header has trailing bytes after the JSON value (byte %zu)", path,
                         (size_t)(p - text));
             goto done;
         }
     }
     if (!cJSON_IsObject(root)) {
-        s = st_fail(err, errlen, LA_STATUS_FORMAT, "%s: header is not a JSON object", path);
+        s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: header is not a JSON object", path);
         goto done;
     }
     s = st_nums_index(&nums, root);
     if (s) {
-        s = st_fail(err, errlen, s, "%s: %s", path, s == LA_STATUS_NOMEM ? "out of memory"
+        s = la_fail(err, errlen, s, "%s: %s", path, s == LA_STATUS_NOMEM ? "out of memory"
                     : "the header's numbers do not match its text");
         goto done;
     }
@@ -501,7 +465,7 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
         else count++;
     }
     if (nmeta > 1) {
-        s = st_fail(err, errlen, LA_STATUS_FORMAT, "%s: header has %lld \"__metadata__\" entries",
+        s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: header has %lld \"__metadata__\" entries",
                     path, (long long)nmeta);
         goto done;
     }
@@ -510,20 +474,20 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
     spans = calloc(count ? (size_t)count : 1, sizeof(st_span));
     named = calloc(count ? (size_t)count : 1, sizeof(st_named));
     if (!f->tensors || !f->by_name || !spans || !named) {
-        s = st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+        s = la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
         goto done;
     }
 
     for (const cJSON * it = root->child; it; it = it->next) {
         if (strcmp(it->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(it)) {
-                s = st_fail(err, errlen, LA_STATUS_FORMAT,
+                s = la_fail(err, errlen, LA_STATUS_FORMAT,
                             "%s: \"__metadata__\" is not a JSON object", path);
                 goto done;
             }
             for (const cJSON * m = it->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) {
-                    s = st_fail(err, errlen, LA_STATUS_FORMAT,
+                    s = la_fail(err, errlen, LA_STATUS_FORMAT,
                                 "%s: \"__metadata__\" value '%s' is not a string", path,
                                 m->string);
                     goto done;
@@ -532,13 +496,13 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
             continue;
         }
         if (it->string[0] == 0) {
-            s = st_fail(err, errlen, LA_STATUS_FORMAT, "%s: a tensor has an empty name", path);
+            s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: a tensor has an empty name", path);
             goto done;
         }
         la_st_tensor * t = &f->tensors[f->n];
         char * name = malloc(strlen(it->string) + 1);
         if (!name) {
-            s = st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+            s = la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
             goto done;
         }
         strcpy(name, it->string);
@@ -555,7 +519,7 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
     qsort(named, (size_t)f->n, sizeof *named, st_cmp_named);
     for (int64_t i = 0; i < f->n; i++) {
         if (i > 0 && strcmp(named[i].name, named[i - 1].name) == 0) {
-            s = st_fail(err, errlen, LA_STATUS_FORMAT, "%s: duplicate tensor name '%s'", path,
+            s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: duplicate tensor name '%s'", path,
                         named[i].name);
             goto done;
         }
@@ -568,7 +532,7 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
     int64_t prev = -1;
     for (int64_t i = 0; i < f->n; i++) {
         if (spans[i].begin < cursor) {
-            s = st_fail(err, errlen, LA_STATUS_FORMAT,
+            s = la_fail(err, errlen, LA_STATUS_FORMAT,
                         "%s: tensors '%s' and '%s' overlap in the data section", path,
                         f->tensors[prev].name, f->tensors[spans[i].idx].name);
             goto done;
@@ -586,7 +550,7 @@ static la_status st_parse(la_st_file * f, char * err, size_t errlen) {
         holes += data_size - cursor;
     }
     if (holes) {
-        s = st_fail(err, errlen, LA_STATUS_FORMAT,
+        s = la_fail(err, errlen, LA_STATUS_FORMAT,
                     "%s: data section has %llu bytes not covered by any tensor (first at byte "
                     "%llu)", path, (unsigned long long)holes, (unsigned long long)first_hole);
         goto done;
@@ -614,7 +578,7 @@ LA_API void la_st_close(la_st_file * f) {
 LA_API la_status la_st_open(la_st_file ** out, const char * path, char * err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!out || !path) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG, "la_st_open: NULL %s",
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "la_st_open: NULL %s",
                        !out ? "out" : "path");
     }
     *out = NULL;
@@ -622,7 +586,7 @@ LA_API la_status la_st_open(la_st_file ** out, const char * path, char * err, si
     if (f) f->path = malloc(strlen(path) + 1);
     if (!f || !f->path) {
         free(f);
-        return st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+        return la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
     }
     strcpy(f->path, path);
 
@@ -630,20 +594,20 @@ LA_API la_status la_st_open(la_st_file ** out, const char * path, char * err, si
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
     } else if (fstat(fd, &st) != 0) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: cannot stat: %s", path, strerror(errno));
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot stat: %s", path, strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: not a regular file", path);
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: not a regular file", path);
     } else if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: file too large to map", path);
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: file too large to map", path);
     } else {
         f->size = (size_t)st.st_size;
         // mmap rejects length 0; st_parse reports the empty file as a format error.
         if (f->size > 0) {
             void * m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
             if (m == MAP_FAILED) {
-                s = st_fail(err, errlen, LA_STATUS_IO, "%s: cannot map: %s", path,
+                s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot map: %s", path,
                             strerror(errno));
             } else {
                 f->map = m;
@@ -684,21 +648,21 @@ static la_status st_check_read(const la_st_file * f, const la_st_tensor * t, con
                                int64_t n, const char * fn, char * err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!f || !t) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG, "%s: NULL %s", fn,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "%s: NULL %s", fn,
                        !f ? "file" : "tensor");
     }
     uintptr_t p = (uintptr_t)t, lo = (uintptr_t)f->tensors, hi = (uintptr_t)(f->tensors + f->n);
     if (p < lo || p >= hi) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                        "%s: %s: tensor does not belong to this file", fn, f->path);
     }
     if (n != t->numel) {
-        return st_fail(err, errlen, LA_STATUS_SHAPE,
+        return la_fail(err, errlen, LA_STATUS_SHAPE,
                        "%s: tensor '%s' has %lld elements, the destination holds %lld", f->path,
                        t->name, (long long)t->numel, (long long)n);
     }
     if (!dst && n > 0) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG, "%s: NULL destination", fn);
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "%s: NULL destination", fn);
     }
     return LA_STATUS_OK;
 }
@@ -728,7 +692,7 @@ LA_API la_status la_st_read_f32(const la_st_file * f, const la_st_tensor * t, fl
         for (int64_t i = 0; i < n; i++) dst[i] = st_f32_bits((uint32_t)st_ld16(p + 2 * i) << 16);
         break;
     default:
-        return st_fail(err, errlen, LA_STATUS_DTYPE,
+        return la_fail(err, errlen, LA_STATUS_DTYPE,
                        "%s: tensor '%s' has dtype %s; la_st_read_f32 reads F32, F64, F16, BF16",
                        f->path, t->name, la_dtype_str(t->dtype));
     }
@@ -748,7 +712,7 @@ LA_API la_status la_st_read_i64(const la_st_file * f, const la_st_tensor * t, in
         for (int64_t i = 0; i < n; i++) dst[i] = (int32_t)st_ld32(p + 4 * i);
         break;
     default:
-        return st_fail(err, errlen, LA_STATUS_DTYPE,
+        return la_fail(err, errlen, LA_STATUS_DTYPE,
                        "%s: tensor '%s' has dtype %s; la_st_read_i64 reads I64, I32", f->path,
                        t->name, la_dtype_str(t->dtype));
     }
@@ -787,33 +751,33 @@ LA_API la_status la_st_writer_add(la_st_writer * w, const char * name, la_dtype 
                                   char * err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!w || !name) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG, "la_st_writer_add: NULL %s",
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "la_st_writer_add: NULL %s",
                        !w ? "writer" : "name");
     }
     if (!name[0] || strcmp(name, "__metadata__") == 0) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                        "la_st_writer_add: tensor name '%s' is reserved or empty", name);
     }
     // Names go into the JSON header verbatim (escaped), so they must be UTF-8 text.
     for (const char * p = name; *p; p++) {
         if ((unsigned char)*p < 0x20) {
-            return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
+            return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                            "la_st_writer_add: tensor name '%s' has a control character", name);
         }
     }
-    size_t bad;
-    if (!st_utf8_valid((const unsigned char *)name, strlen(name), &bad)) {
+    const int64_t bad = la_utf8_bad_offset((const unsigned char *)name, strlen(name));
+    if (bad >= 0) {
         // Not echoed: the message itself should stay valid UTF-8.
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
-                       "la_st_writer_add: tensor name is not valid UTF-8 (byte 0x%02x at %zu)",
-                       (unsigned char)name[bad], bad);
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
+                       "la_st_writer_add: tensor name is not valid UTF-8 (byte 0x%02x at %lld)",
+                       (unsigned char)name[bad], (long long)bad);
     }
     if (!st_dtype_ok(dtype)) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                        "la_st_writer_add: tensor '%s': bad dtype %d", name, (int)dtype);
     }
     if (ndim < 0 || ndim > LA_ST_MAX_DIMS || (ndim > 0 && !shape)) {
-        return st_fail(err, errlen, LA_STATUS_SHAPE,
+        return la_fail(err, errlen, LA_STATUS_SHAPE,
                        "la_st_writer_add: tensor '%s': ndim %d (0 .. %d, shape non-NULL)", name,
                        (int)ndim, LA_ST_MAX_DIMS);
     }
@@ -821,7 +785,7 @@ LA_API la_status la_st_writer_add(la_st_writer * w, const char * name, la_dtype 
     bool overflow = false, zero = false;
     for (int32_t i = 0; i < ndim; i++) {
         if (shape[i] < 0) {
-            return st_fail(err, errlen, LA_STATUS_SHAPE,
+            return la_fail(err, errlen, LA_STATUS_SHAPE,
                            "la_st_writer_add: tensor '%s': shape[%d] = %lld is negative", name,
                            (int)i, (long long)shape[i]);
         }
@@ -833,31 +797,31 @@ LA_API la_status la_st_writer_add(la_st_writer * w, const char * name, la_dtype 
     uint64_t nbytes = numel * st_dtypes[dtype].size;
     if (overflow || numel > (uint64_t)INT64_MAX / st_dtypes[dtype].size ||
         nbytes > (uint64_t)SIZE_MAX) {
-        return st_fail(err, errlen, LA_STATUS_SHAPE,
+        return la_fail(err, errlen, LA_STATUS_SHAPE,
                        "la_st_writer_add: tensor '%s': byte size overflows", name);
     }
     if (!data && nbytes > 0) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                        "la_st_writer_add: tensor '%s': NULL data for %llu bytes", name,
                        (unsigned long long)nbytes);
     }
     for (int64_t i = 0; i < w->n; i++) {
         if (strcmp(w->v[i].name, name) == 0) {
-            return st_fail(err, errlen, LA_STATUS_INVALID_ARG,
+            return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                            "la_st_writer_add: duplicate tensor name '%s'", name);
         }
     }
     if (w->n == w->cap) {
         int64_t cap = w->cap ? 2 * w->cap : 16;
         st_entry * v = realloc(w->v, (size_t)cap * sizeof *v);
-        if (!v) return st_fail(err, errlen, LA_STATUS_NOMEM, "la_st_writer_add: out of memory");
+        if (!v) return la_fail(err, errlen, LA_STATUS_NOMEM, "la_st_writer_add: out of memory");
         w->v = v;
         w->cap = cap;
     }
     st_entry * e = &w->v[w->n];
     memset(e, 0, sizeof *e);
     e->name = malloc(strlen(name) + 1);
-    if (!e->name) return st_fail(err, errlen, LA_STATUS_NOMEM, "la_st_writer_add: out of memory");
+    if (!e->name) return la_fail(err, errlen, LA_STATUS_NOMEM, "la_st_writer_add: out of memory");
     strcpy(e->name, name);
     e->dtype = dtype;
     e->ndim = ndim;
@@ -995,21 +959,21 @@ LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * e
                                    size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!w || !path || !path[0]) {
-        return st_fail(err, errlen, LA_STATUS_INVALID_ARG, "la_st_writer_save: NULL or empty %s",
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "la_st_writer_save: NULL or empty %s",
                        !w ? "writer" : "path");
     }
     st_layout(w);
     st_buf hdr = { 0 };
     if (!st_build_header(w, &hdr)) {
         free(hdr.p);
-        return st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory building the header",
+        return la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory building the header",
                        path);
     }
     size_t plen = strlen(path);
     char * tmp = malloc(plen + 12);
     if (!tmp) {
         free(hdr.p);
-        return st_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+        return la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
@@ -1018,7 +982,7 @@ LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * e
     FILE * fp = NULL;
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: cannot create a temporary file: %s", path,
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot create a temporary file: %s", path,
                     strerror(errno));
         goto out;
     }
@@ -1029,7 +993,7 @@ LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * e
     (void)fchmod(fd, mode);  // best effort: a file with the wrong mode still holds valid data
     fp = fdopen(fd, "wb");
     if (!fp) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: cannot write %s: %s", path, tmp,
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot write %s: %s", path, tmp,
                     strerror(errno));
         close(fd);
         goto out;
@@ -1051,12 +1015,12 @@ LA_API la_status la_st_writer_save(la_st_writer * w, const char * path, char * e
     }
     fp = NULL;
     if (!ok) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: writing %s failed: %s", path, tmp,
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: writing %s failed: %s", path, tmp,
                     strerror(saved));
         goto out;
     }
     if (rename(tmp, path) != 0) {
-        s = st_fail(err, errlen, LA_STATUS_IO, "%s: cannot rename %s over it: %s", path, tmp,
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot rename %s over it: %s", path, tmp,
                     strerror(errno));
         goto out;
     }

@@ -34,16 +34,6 @@ const char * la_mixer_short(la_mixer k) {
     return (unsigned)k < LA_MIXER_COUNT ? mixer_names[k].shorthand : "?";
 }
 
-static la_status cfg_fail(char * err, size_t errlen, const char * fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return LA_STATUS_INVALID_ARG;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The key table
 
@@ -223,7 +213,7 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
     int64_t iv;
     switch (k->type) {
     case K_INT:
-        if (!json_int(v, &iv)) return cfg_fail(err, errlen, "config: '%s' must be an integer", n);
+        if (!json_int(v, &iv)) return la_cfg_fail(err, errlen, "config: '%s' must be an integer", n);
         *(int64_t *)f = iv;
         return LA_STATUS_OK;
     case K_INT_NULL:
@@ -236,7 +226,7 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
             return LA_STATUS_OK;
         }
         if (!json_int(v, &iv))
-            return cfg_fail(err, errlen, "config: '%s' must be an integer or null", n);
+            return la_cfg_fail(err, errlen, "config: '%s' must be an integer or null", n);
         *(int64_t *)f = iv;
         if (k->off == offsetof(la_config, intermediate_size)) c->intermediate_given = true;
         return LA_STATUS_OK;
@@ -247,12 +237,12 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
             return LA_STATUS_OK;
         }
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-            return cfg_fail(err, errlen, "config: '%s' must be a finite number%s", n,
-                            k->type == K_F64_NULL ? " or null" : "");
+            return la_cfg_fail(err, errlen, "config: '%s' must be a finite number%s", n,
+                               k->type == K_F64_NULL ? " or null" : "");
         *(double *)f = v->valuedouble;
         return LA_STATUS_OK;
     case K_BOOL:
-        if (!cJSON_IsBool(v)) return cfg_fail(err, errlen, "config: '%s' must be true or false", n);
+        if (!cJSON_IsBool(v)) return la_cfg_fail(err, errlen, "config: '%s' must be true or false", n);
         *(bool *)f = cJSON_IsTrue(v);
         return LA_STATUS_OK;
     case K_STR:
@@ -262,28 +252,28 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
             return LA_STATUS_OK;
         }
         if (!cJSON_IsString(v) || strlen(v->valuestring) >= k->size)
-            return cfg_fail(err, errlen, "config: '%s' must be a string of at most %zu bytes", n,
-                            k->size - 1);
+            return la_cfg_fail(err, errlen, "config: '%s' must be a string of at most %zu bytes", n,
+                               k->size - 1);
         memcpy(f, v->valuestring, strlen(v->valuestring) + 1);
         return LA_STATUS_OK;
     case K_INFO:
         return LA_STATUS_OK;
     case K_FALSE:
         if (cJSON_IsFalse(v) || cJSON_IsNull(v)) return LA_STATUS_OK;
-        return cfg_fail(err, errlen, "config: '%s' must be false (not supported by linattn)", n);
+        return la_cfg_fail(err, errlen, "config: '%s' must be false (not supported by linattn)", n);
     case K_NULL:
         if (cJSON_IsNull(v)) return LA_STATUS_OK;
-        return cfg_fail(err, errlen, "config: '%s' must be null (not supported by linattn)", n);
+        return la_cfg_fail(err, errlen, "config: '%s' must be null (not supported by linattn)", n);
     case K_SWISH:
         if (cJSON_IsString(v) &&
             (!strcmp(v->valuestring, "swish") || !strcmp(v->valuestring, "silu"))) {
             snprintf(c->hidden_act, sizeof c->hidden_act, "%s", v->valuestring);
             return LA_STATUS_OK;
         }
-        return cfg_fail(err, errlen, "config: 'hidden_act' must be \"swish\"");
+        return la_cfg_fail(err, errlen, "config: 'hidden_act' must be \"swish\"");
     case K_SQRELU:
         if (cJSON_IsString(v) && !strcmp(v->valuestring, "sqrelu")) return LA_STATUS_OK;
-        return cfg_fail(err, errlen, "config: 'hidden_act' must be \"sqrelu\" (rwkv7)");
+        return la_cfg_fail(err, errlen, "config: 'hidden_act' must be \"sqrelu\" (rwkv7)");
     }
     return LA_STATUS_OK;
 }
@@ -293,48 +283,48 @@ static la_status set_key(la_config * c, const struct cfg_key * k, const cJSON * 
 
 static la_status parse_attn_dict(la_config * c, const cJSON * d, int gi, char * err,
                                  size_t errlen) {
-    if (!cJSON_IsObject(d)) return cfg_fail(err, errlen, "config: 'attn' entries must be objects");
+    if (!cJSON_IsObject(d)) return la_cfg_fail(err, errlen, "config: 'attn' entries must be objects");
     la_attn_spec * s = &c->attn[gi];
     *s = (la_attn_spec){ .rope_theta = 10000.0 };
     const cJSON * layers = cJSON_GetObjectItemCaseSensitive(d, "layers");
     const cJSON * nh = cJSON_GetObjectItemCaseSensitive(d, "num_heads");
-    if (!cJSON_IsArray(layers)) return cfg_fail(err, errlen, "config: 'attn.layers' is required (a list of layer indices)");
+    if (!cJSON_IsArray(layers)) return la_cfg_fail(err, errlen, "config: 'attn.layers' is required (a list of layer indices)");
     if (!json_int(nh, &s->num_heads) || s->num_heads <= 0)
-        return cfg_fail(err, errlen, "config: 'attn.num_heads' is required (an integer > 0)");
+        return la_cfg_fail(err, errlen, "config: 'attn.num_heads' is required (an integer > 0)");
     s->num_kv_heads = s->num_heads;
     const cJSON * v = cJSON_GetObjectItemCaseSensitive(d, "num_kv_heads");
     if (v && !cJSON_IsNull(v) && (!json_int(v, &s->num_kv_heads) || s->num_kv_heads <= 0))
-        return cfg_fail(err, errlen, "config: 'attn.num_kv_heads' must be an integer > 0");
+        return la_cfg_fail(err, errlen, "config: 'attn.num_kv_heads' must be an integer > 0");
     v = cJSON_GetObjectItemCaseSensitive(d, "qkv_bias");
     if (v && !cJSON_IsNull(v)) {
-        if (!cJSON_IsBool(v)) return cfg_fail(err, errlen, "config: 'attn.qkv_bias' must be true or false");
+        if (!cJSON_IsBool(v)) return la_cfg_fail(err, errlen, "config: 'attn.qkv_bias' must be true or false");
         s->qkv_bias = cJSON_IsTrue(v);
     }
     v = cJSON_GetObjectItemCaseSensitive(d, "window_size");
     if (v && !cJSON_IsNull(v) && (!json_int(v, &s->window_size) || s->window_size <= 0))
-        return cfg_fail(err, errlen, "config: 'attn.window_size' must be an integer > 0 or null");
+        return la_cfg_fail(err, errlen, "config: 'attn.window_size' must be an integer > 0 or null");
     v = cJSON_GetObjectItemCaseSensitive(d, "rope_theta");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble <= 0)
-            return cfg_fail(err, errlen, "config: 'attn.rope_theta' must be a finite number > 0");
+            return la_cfg_fail(err, errlen, "config: 'attn.rope_theta' must be a finite number > 0");
         s->rope_theta = v->valuedouble;
     }
     if (s->num_heads % s->num_kv_heads)
-        return cfg_fail(err, errlen, "config: 'attn.num_heads' %lld is not a multiple of "
-                        "'attn.num_kv_heads' %lld", (long long)s->num_heads,
-                        (long long)s->num_kv_heads);
+        return la_cfg_fail(err, errlen, "config: 'attn.num_heads' %lld is not a multiple of "
+                           "'attn.num_kv_heads' %lld", (long long)s->num_heads,
+                           (long long)s->num_kv_heads);
     if (c->hidden_size % s->num_heads || (c->hidden_size / s->num_heads) % 2)
-        return cfg_fail(err, errlen, "config: 'attn.num_heads' %lld must divide hidden_size %lld "
-                        "into an even head dim (RoPE)", (long long)s->num_heads,
-                        (long long)c->hidden_size);
+        return la_cfg_fail(err, errlen, "config: 'attn.num_heads' %lld must divide hidden_size %lld "
+                           "into an even head dim (RoPE)", (long long)s->num_heads,
+                           (long long)c->hidden_size);
     const cJSON * it;
     cJSON_ArrayForEach(it, layers) {
         int64_t l;
         if (!json_int(it, &l) || l < 0 || l >= c->num_hidden_layers)
-            return cfg_fail(err, errlen, "config: 'attn.layers' entry must be a layer index in "
-                            "[0, %lld)", (long long)c->num_hidden_layers);
+            return la_cfg_fail(err, errlen, "config: 'attn.layers' entry must be a layer index in "
+                               "[0, %lld)", (long long)c->num_hidden_layers);
         if (c->attn_of[l] >= 0)
-            return cfg_fail(err, errlen, "config: 'attn.layers' lists layer %lld twice", (long long)l);
+            return la_cfg_fail(err, errlen, "config: 'attn.layers' lists layer %lld twice", (long long)l);
         c->attn_of[l] = (int8_t)gi;
     }
     return LA_STATUS_OK;
@@ -346,10 +336,10 @@ static la_status parse_attn(la_config * c, const cJSON * a, char * err, size_t e
         c->n_attn = 1;
         return parse_attn_dict(c, a, 0, err, errlen);
     }
-    if (!cJSON_IsArray(a)) return cfg_fail(err, errlen, "config: 'attn' must be null, an object or a list of objects");
+    if (!cJSON_IsArray(a)) return la_cfg_fail(err, errlen, "config: 'attn' must be null, an object or a list of objects");
     const int n = cJSON_GetArraySize(a);
     if (n > LA_MAX_ATTN_GROUPS)
-        return cfg_fail(err, errlen, "config: 'attn' has %d entries (at most %d)", n, LA_MAX_ATTN_GROUPS);
+        return la_cfg_fail(err, errlen, "config: 'attn' has %d entries (at most %d)", n, LA_MAX_ATTN_GROUPS);
     c->n_attn = n;
     for (int i = 0; i < n; i++) {
         la_status s = parse_attn_dict(c, cJSON_GetArrayItem(a, i), i, err, errlen);
@@ -362,7 +352,7 @@ static la_status parse_attn(la_config * c, const cJSON * a, char * err, size_t e
 // Parse, check, dump
 
 static la_status check_config(la_config * c, char * err, size_t errlen) {
-#define NEED(cond, ...) do { if (!(cond)) return cfg_fail(err, errlen, __VA_ARGS__); } while (0)
+#define NEED(cond, ...) do { if (!(cond)) return la_cfg_fail(err, errlen, __VA_ARGS__); } while (0)
     NEED(c->vocab_size > 0 && c->vocab_size <= (1 << 24), "config: 'vocab_size' must be in [1, 2^24]");
     NEED(c->hidden_size > 0 && c->hidden_size <= 65536, "config: 'hidden_size' must be in [1, 65536]");
     NEED(c->num_hidden_layers > 0 && c->num_hidden_layers <= 1024,
@@ -427,24 +417,24 @@ la_status la_config_parse(la_config * c, const char * json, char * err, size_t e
     cJSON * root = cJSON_Parse(relaxed);
     const ptrdiff_t bad = root ? 0 : cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - relaxed : 0;
     free(relaxed);
-    if (!root) return cfg_fail(err, errlen, "config: not valid JSON (near byte %td)", bad);
+    if (!root) return la_cfg_fail(err, errlen, "config: not valid JSON (near byte %td)", bad);
     la_status s = LA_STATUS_OK;
     if (!cJSON_IsObject(root)) {
-        s = cfg_fail(err, errlen, "config: the top level must be a JSON object");
+        s = la_cfg_fail(err, errlen, "config: the top level must be a JSON object");
         goto done;
     }
     const cJSON * mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt)) {
-        s = cfg_fail(err, errlen, "config: 'model_type' is required (a string)");
+        s = la_cfg_fail(err, errlen, "config: 'model_type' is required (a string)");
         goto done;
     }
     int kind = -1;
     for (int k = 0; k < LA_MIXER_COUNT; k++)
         if (!strcmp(mt->valuestring, mixer_names[k].model_type)) kind = k;
     if (kind < 0) {
-        s = cfg_fail(err, errlen, "config: 'model_type' \"%.40s\" is not one of transformer, "
-                     "gated_deltanet, delta_net, gla, kda, retnet, linear_attn, hgrn2, mamba2, "
-                     "mamba, rwkv7", mt->valuestring);
+        s = la_cfg_fail(err, errlen, "config: 'model_type' \"%.40s\" is not one of transformer, "
+                        "gated_deltanet, delta_net, gla, kda, retnet, linear_attn, hgrn2, mamba2, "
+                        "mamba, rwkv7", mt->valuestring);
         goto done;
     }
     set_defaults(c, (la_mixer)kind);
@@ -460,8 +450,8 @@ la_status la_config_parse(la_config * c, const char * json, char * err, size_t e
                 cJSON_AddItemToObject(c->extra, it->string, cJSON_Duplicate(it, true));
                 continue;
             }
-            s = cfg_fail(err, errlen, "config: unknown key '%.60s' for model_type %s",
-                         it->string, c->model_type);
+            s = la_cfg_fail(err, errlen, "config: unknown key '%.60s' for model_type %s",
+                            it->string, c->model_type);
             goto done;
         }
         if ((s = set_key(c, k, it, err, errlen))) goto done;
@@ -482,9 +472,9 @@ la_status la_config_parse(la_config * c, const char * json, char * err, size_t e
                              .rope_theta = c->rope_theta };
         if (a->num_heads % a->num_kv_heads || c->hidden_size % a->num_heads ||
             (c->hidden_size / a->num_heads) % 2) {
-            s = cfg_fail(err, errlen, "config: 'num_heads' %lld must divide hidden_size into an "
-                         "even head dim and be a multiple of 'num_kv_heads'",
-                         (long long)a->num_heads);
+            s = la_cfg_fail(err, errlen, "config: 'num_heads' %lld must divide hidden_size into an "
+                            "even head dim and be a multiple of 'num_kv_heads'",
+                            (long long)a->num_heads);
             goto done;
         }
         c->n_attn = 1;
@@ -611,7 +601,7 @@ la_status la_extra_num(const la_config * c, const char * key, double def, double
         return LA_STATUS_OK;
     }
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return cfg_fail(err, errlen, "config: '%s' must be a finite number", key);
+        return la_cfg_fail(err, errlen, "config: '%s' must be a finite number", key);
     *out = v->valuedouble;
     return LA_STATUS_OK;
 }
@@ -623,7 +613,7 @@ la_status la_extra_int(const la_config * c, const char * key, int64_t def, int64
         *out = v ? 0 : def;
         return LA_STATUS_OK;
     }
-    if (!json_int(v, out)) return cfg_fail(err, errlen, "config: '%s' must be an integer", key);
+    if (!json_int(v, out)) return la_cfg_fail(err, errlen, "config: '%s' must be an integer", key);
     return LA_STATUS_OK;
 }
 
@@ -634,7 +624,7 @@ la_status la_extra_bool(const la_config * c, const char * key, bool def, bool * 
         *out = def;
         return LA_STATUS_OK;
     }
-    if (!cJSON_IsBool(v)) return cfg_fail(err, errlen, "config: '%s' must be true or false", key);
+    if (!cJSON_IsBool(v)) return la_cfg_fail(err, errlen, "config: '%s' must be true or false", key);
     *out = cJSON_IsTrue(v);
     return LA_STATUS_OK;
 }
@@ -644,8 +634,8 @@ la_status la_extra_str(const la_config * c, const char * key, const char * def, 
     const cJSON * v = extra_item(c, key);
     const char * s = !v ? def : cJSON_IsNull(v) ? "" : cJSON_IsString(v) ? v->valuestring : NULL;
     if (!s || strlen(s) >= outlen)
-        return cfg_fail(err, errlen, "config: '%s' must be a string of at most %zu bytes or null",
-                        key, outlen - 1);
+        return la_cfg_fail(err, errlen, "config: '%s' must be a string of at most %zu bytes or null",
+                           key, outlen - 1);
     memcpy(out, s, strlen(s) + 1);
     return LA_STATUS_OK;
 }
@@ -658,8 +648,8 @@ la_status la_extra_check(const la_config * c, const char * const * known, char *
         bool ok = false;
         for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], it->string);
         if (!ok)
-            return cfg_fail(err, errlen, "config: unknown key '%.60s' for model_type %s",
-                            it->string, c->model_type);
+            return la_cfg_fail(err, errlen, "config: unknown key '%.60s' for model_type %s",
+                               it->string, c->model_type);
     }
     return LA_STATUS_OK;
 }

@@ -36,19 +36,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-// Formats one line into err (control characters become '?') and returns s.
-static la_status data_fail(char * err, size_t errlen, la_status s, const char * fmt, ...) {
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        for (char * p = err; *p; p++) {
-            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-        }
-    }
-    return s;
-}
 
 // ---------------------------------------------------------------------------------------------
 // MQAR: configuration
@@ -68,27 +55,27 @@ LA_API la_mqar_cfg la_mqar_default(void) {
 LA_API la_status la_mqar_check(const la_mqar_cfg * cfg, char * err, size_t errlen) {
     const la_status bad = LA_STATUS_INVALID_ARG;
     if (err && errlen) err[0] = 0;
-    if (!cfg) return data_fail(err, errlen, bad, "mqar: NULL cfg");
+    if (!cfg) return la_fail(err, errlen, bad, "mqar: NULL cfg");
     const long long N = (long long)cfg->seq_len, Vc = (long long)cfg->vocab;
     const long long D = (long long)cfg->num_kv_pairs, p = (long long)cfg->num_passes;
     if (N < 2 || N % 2 != 0)
-        return data_fail(err, errlen, bad, "mqar: seq_len %lld must be even and >= 2", N);
+        return la_fail(err, errlen, bad, "mqar: seq_len %lld must be even and >= 2", N);
     if (Vc <= N)
-        return data_fail(err, errlen, bad, "mqar: vocab %lld must exceed seq_len %lld", Vc, N);
-    if (D < 1) return data_fail(err, errlen, bad, "mqar: num_kv_pairs %lld must be >= 1", D);
-    if (p < 1) return data_fail(err, errlen, bad, "mqar: num_passes %lld must be >= 1", p);
+        return la_fail(err, errlen, bad, "mqar: vocab %lld must exceed seq_len %lld", Vc, N);
+    if (D < 1) return la_fail(err, errlen, bad, "mqar: num_kv_pairs %lld must be >= 1", D);
+    if (p < 1) return la_fail(err, errlen, bad, "mqar: num_passes %lld must be >= 1", p);
     if (!isfinite(cfg->power_a) || !(cfg->power_a > 0.0) || cfg->power_a > 1.0)
-        return data_fail(err, errlen, bad, "mqar: power_a %g must be in (0, 1]", cfg->power_a);
+        return la_fail(err, errlen, bad, "mqar: power_a %g must be in (0, 1]", cfg->power_a);
     // 2 D p + 2 D in 128 bits: D and p may each be near INT64_MAX.
     const __int128 need = (__int128)2 * D * ((__int128)p + 1);
     if (need > N)
-        return data_fail(err, errlen, bad,
+        return la_fail(err, errlen, bad,
                          "mqar: num_kv_pairs %lld (num_passes %lld) needs seq_len >= %.0f "
                          "(2 D p + 2 D), not %lld", D, p, (double)need, N);
     // Implied by the checks above (Vc > N >= 2 D (p + 1)); kept as the generator's own guard.
     const long long nkeys = Vc / 2 - 1, nvals = Vc - Vc / 2;
     if (D > nkeys || D > nvals)
-        return data_fail(err, errlen, bad,
+        return la_fail(err, errlen, bad,
                          "mqar: num_kv_pairs %lld exceeds the %lld keys in [1, vocab/2)", D,
                          nkeys);
     return LA_STATUS_OK;
@@ -249,36 +236,6 @@ static inline int64_t text_tok(const la_text * t, int64_t i) {
     return i == 0 ? LA_TEXT_BOS : (int64_t)t->bytes[i - 1];
 }
 
-// Offset of the first byte of the first ill-formed sequence (Unicode 15, table 3-7), or -1.
-static int64_t utf8_bad_offset(const unsigned char * s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        const unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned lo = 0x80, hi = 0xBF;  // range of the second byte
-        if (c >= 0xC2 && c <= 0xDF) len = 2;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0) lo = 0xA0;       // overlong
-            else if (c == 0xED) hi = 0x9F;  // surrogates
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0) lo = 0x90;       // overlong
-            else if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-        } else {
-            return (int64_t)i;  // a continuation byte, C0, C1 or F5..FF as a lead byte
-        }
-        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return (int64_t)i;
-        for (size_t k = 2; k < len; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return (int64_t)i;
-        i += len;
-    }
-    return -1;
-}
 
 // Validates bytes (owned: freed on failure) and builds the text; name is for messages.
 static la_status text_build(la_text ** out, unsigned char * bytes, size_t n, double val_frac,
@@ -286,27 +243,27 @@ static la_status text_build(la_text ** out, unsigned char * bytes, size_t n, dou
     la_status s = LA_STATUS_OK;
     int64_t bad = -1;
     if (n == 0) {
-        s = data_fail(err, errlen, LA_STATUS_FORMAT, "%s: empty file", name);
+        s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: empty file", name);
     } else if ((uint64_t)n >= (uint64_t)INT64_MAX) {
-        s = data_fail(err, errlen, LA_STATUS_FORMAT, "%s: too large", name);
-    } else if ((bad = utf8_bad_offset(bytes, n)) >= 0) {
-        s = data_fail(err, errlen, LA_STATUS_FORMAT,
+        s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: too large", name);
+    } else if ((bad = la_utf8_bad_offset(bytes, n)) >= 0) {
+        s = la_fail(err, errlen, LA_STATUS_FORMAT,
                       "%s: invalid UTF-8 at byte offset %lld (byte 0x%02X)", name,
                       (long long)bad, (unsigned)bytes[bad]);
     }
     const int64_t ntok = (int64_t)n + 1;
     const int64_t ntrain = (int64_t)llround((1.0 - val_frac) * (double)ntok);
     if (!s && ntrain < 2) {
-        s = data_fail(err, errlen, LA_STATUS_FORMAT,
+        s = la_fail(err, errlen, LA_STATUS_FORMAT,
                       "%s: the training split has %lld tokens, needs >= 2", name,
                       (long long)ntrain);
     } else if (!s && val_frac > 0.0 && ntok - ntrain < 2) {
-        s = data_fail(err, errlen, LA_STATUS_FORMAT,
+        s = la_fail(err, errlen, LA_STATUS_FORMAT,
                       "%s: the validation split (val_frac %g) has %lld tokens, needs >= 2",
                       name, val_frac, (long long)(ntok - ntrain));
     }
     la_text * t = s ? NULL : malloc(sizeof *t);
-    if (!s && !t) s = data_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", name);
+    if (!s && !t) s = la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", name);
     if (s) {
         free(bytes);
         return s;
@@ -322,11 +279,11 @@ static la_status text_args(la_text ** out, const void * src, double val_frac,
                            const char * fn, char * err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!out || !src)
-        return data_fail(err, errlen, LA_STATUS_INVALID_ARG, "%s: NULL %s", fn,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "%s: NULL %s", fn,
                          !out ? "out" : "source");
     *out = NULL;
     if (!isfinite(val_frac) || val_frac < 0.0 || val_frac > 0.5)
-        return data_fail(err, errlen, LA_STATUS_INVALID_ARG,
+        return la_fail(err, errlen, LA_STATUS_INVALID_ARG,
                          "%s: val_frac %g must be in [0, 0.5]", fn, val_frac);
     return LA_STATUS_OK;
 }
@@ -337,7 +294,7 @@ LA_API la_status la_text_from_memory(la_text ** out, const void * bytes, size_t 
     la_status s = text_args(out, bytes, val_frac, "la_text_from_memory", err, errlen);
     if (s) return s;
     unsigned char * copy = malloc(n > 0 ? n : 1);
-    if (!copy) return data_fail(err, errlen, LA_STATUS_NOMEM, "<memory>: out of memory");
+    if (!copy) return la_fail(err, errlen, LA_STATUS_NOMEM, "<memory>: out of memory");
     if (n > 0) memcpy(copy, bytes, n);
     return text_build(out, copy, n, val_frac, "<memory>", err, errlen);
 }
@@ -348,29 +305,29 @@ LA_API la_status la_text_open(la_text ** out, const char * path, double val_frac
     if (s) return s;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return data_fail(err, errlen, LA_STATUS_IO, "%s: cannot open: %s", path,
+        return la_fail(err, errlen, LA_STATUS_IO, "%s: cannot open: %s", path,
                          strerror(errno));
     struct stat st;
     unsigned char * buf = NULL;
     size_t n = 0;
     if (fstat(fd, &st) != 0) {
-        s = data_fail(err, errlen, LA_STATUS_IO, "%s: cannot stat: %s", path, strerror(errno));
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot stat: %s", path, strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
-        s = data_fail(err, errlen, LA_STATUS_IO, "%s: not a regular file", path);
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: not a regular file", path);
     } else if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX) {
-        s = data_fail(err, errlen, LA_STATUS_IO, "%s: file too large", path);
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: file too large", path);
     } else {
         n = (size_t)st.st_size;
         buf = malloc(n > 0 ? n : 1);
-        if (!buf) s = data_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
+        if (!buf) s = la_fail(err, errlen, LA_STATUS_NOMEM, "%s: out of memory", path);
         for (size_t got = 0; !s && got < n;) {
             const ssize_t r = read(fd, buf + got, n - got);
             if (r < 0 && errno == EINTR) continue;
             if (r < 0)
-                s = data_fail(err, errlen, LA_STATUS_IO, "%s: read failed: %s", path,
+                s = la_fail(err, errlen, LA_STATUS_IO, "%s: read failed: %s", path,
                               strerror(errno));
             else if (r == 0)
-                s = data_fail(err, errlen, LA_STATUS_IO, "%s: read failed: file shrank", path);
+                s = la_fail(err, errlen, LA_STATUS_IO, "%s: read failed: file shrank", path);
             else
                 got += (size_t)r;
         }

@@ -93,21 +93,14 @@ static la_status dn_build(la_model * m, la_layer * L, char * err, size_t errlen)
     L->key_dim = Dk;
     L->value_dim = Dv;
     L->W = c->conv_size;
-    const int64_t W = L->W;
-    la_layer_param(m, L, "q_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
-    la_layer_param(m, L, "k_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
-    la_layer_param(m, L, "v_proj.weight", 2, (int64_t[]){ Dv, D }, LA_INIT_NORMAL, true);
+    la_qkv_params(m, L);
     la_layer_param(m, L, "o_norm.weight", 1, (int64_t[]){ L->dv }, LA_INIT_ONE, false);
     la_layer_param(m, L, "o_proj.weight", 2, (int64_t[]){ D, Dv }, LA_INIT_NORMAL, true);
     if (c->use_beta)
         la_layer_param(m, L, "b_proj.weight", 2, (int64_t[]){ H, D }, LA_INIT_NORMAL, true);
     if (c->use_gate)
         la_layer_param(m, L, "g_proj.weight", 2, (int64_t[]){ Dv, D }, LA_INIT_NORMAL, true);
-    if (c->use_short_conv) {
-        la_layer_param(m, L, "q_conv1d.weight", 3, (int64_t[]){ Dk, 1, W }, LA_INIT_NORMAL, true);
-        la_layer_param(m, L, "k_conv1d.weight", 3, (int64_t[]){ Dk, 1, W }, LA_INIT_NORMAL, true);
-        la_layer_param(m, L, "v_conv1d.weight", 3, (int64_t[]){ Dv, 1, W }, LA_INIT_NORMAL, true);
-    }
+    if (c->use_short_conv) la_qkv_conv_params(m, L);
     return LA_STATUS_OK;
 }
 
@@ -235,22 +228,14 @@ static void beta_backward(float * dbeta, const float * beta, const float * b, in
 
 static la_status dn_forward(const la_model * m, const la_layer * L, const la_call * c, float * y,
                             const float * x) {
-    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dk = L->key_dim, Dv = L->value_dim;
+    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dv = L->value_dim;
     const int64_t H = L->H;
     const dn_slots sl = slots_of(m);
     const dn_mode d = mode_of(L);
     const dn_act a = act_of(L, c->act, rows, NULL);
-    const la_lcache * lc = c->cache;
-    // cache layout: state (N, H, dk, dv), then the q, k, v conv caches (N, n, W)
-    float * state = lc ? lc->f : NULL;
-    float * cq = lc && sl.qc >= 0 ? state + B * H * L->dk * L->dv : NULL;
-    float * ck = cq ? cq + B * Dk * L->W : NULL, *cv = ck ? ck + B * Dk * L->W : NULL;
-    const float * wq = sl.qc >= 0 ? la_pw(m, L, sl.qc) : NULL;
-    const float * wk = sl.kc >= 0 ? la_pw(m, L, sl.kc) : NULL;
-    const float * wv = sl.vc >= 0 ? la_pw(m, L, sl.vc) : NULL;
-    la_status s = la_proj_conv_forward(c, a.q1, a.xq, x, la_pw(m, L, P_Q), wq, cq, d.conv_act, D, Dk, L->W);
-    if (!s) s = la_proj_conv_forward(c, a.k1, a.xk, x, la_pw(m, L, P_K), wk, ck, d.conv_act, D, Dk, L->W);
-    if (!s) s = la_proj_conv_forward(c, a.v, a.xv, x, la_pw(m, L, P_V), wv, cv, LA_ACT_SILU, D, Dv, L->W);
+    const la_qkv_bufs qb = { a.xq, a.xk, a.xv, a.q1, a.k1, a.v };
+    float * state;
+    la_status s = la_qkv_forward(m, L, c, &qb, x, sl.qc, d.conv_act, &state);
     if (s) return s;
     // q, k = phi(q1), phi(k1) per head (relu / elu + 1), then the sum norm
     if (d.fmap != LA_FMAP_IDENTITY) {
@@ -304,9 +289,7 @@ static la_status qk_backward(const la_model * m, const la_layer * L, const la_ca
         if (s) return s;
         dq1 = dpre;
     }
-    return la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, pw), pc >= 0 ? la_pg(m, L, pc) : NULL,
-                                 dq1, tmp, xq, x, la_pw(m, L, pw), pc >= 0 ? la_pw(m, L, pc) : NULL,
-                                 d.conv_act, m->D, Dk, L->W);
+    return la_qkv_path_backward(m, L, c, pw, pc, d.conv_act, Dk, dx, 1.0f, dq1, tmp, xq, x);
 }
 
 static la_status dn_backward(la_model * m, const la_layer * L, const la_call * c, float * dx,
@@ -340,10 +323,7 @@ static la_status dn_backward(la_model * m, const la_layer * L, const la_call * c
                                a.beta, NULL, dn_shape(L, B, T), &o);
     if (s) return s;
     // dx from every projection that read x: v first (it overwrites dx), then the rest
-    const bool conv = sl.qc >= 0;
-    s = la_proj_conv_backward(c, dx, 0.0f, la_pg(m, L, P_V), conv ? la_pg(m, L, sl.vc) : NULL, dv,
-                              tmp, a.xv, x, la_pw(m, L, P_V), conv ? la_pw(m, L, sl.vc) : NULL,
-                              LA_ACT_SILU, D, Dv, L->W);
+    s = la_qkv_path_backward(m, L, c, P_V, sl.vc, LA_ACT_SILU, Dv, dx, 0.0f, dv, tmp, a.xv, x);
     if (!s) s = qk_backward(m, L, c, dx, P_Q, sl.qc, dq, dpre, tmp, a.xq, a.q1, a.qn, a.sq, x);
     if (!s) s = qk_backward(m, L, c, dx, P_K, sl.kc, dk, dpre, tmp, a.xk, a.k1, a.kn, a.sk, x);
     if (s) return s;

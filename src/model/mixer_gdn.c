@@ -28,25 +28,10 @@ static gdn_slots slots_of(const la_model * m) {
 static la_status gdn_build(la_model * m, la_layer * L, char * err, size_t errlen) {
     const la_config * c = &m->cfg;
     const int64_t D = m->D;
-    L->H = c->num_heads;
-    L->HV = c->num_v_heads ? c->num_v_heads : c->num_heads;
-    L->dk = c->head_dim;
-    const double dv = (double)c->head_dim * c->expand_v;
-    if (L->dk <= 0) return (snprintf(err, errlen, "config: 'head_dim' must be > 0"), LA_STATUS_INVALID_ARG);
-    if (dv != floor(dv) || dv < 1)
-        return (snprintf(err, errlen, "config: 'expand_v' %g times head_dim %lld is not a whole "
-                         "head_v", c->expand_v, (long long)c->head_dim), LA_STATUS_INVALID_ARG);
-    if (L->HV % L->H)
-        return (snprintf(err, errlen, "config: 'num_v_heads' %lld is not a multiple of "
-                         "num_heads %lld", (long long)L->HV, (long long)L->H), LA_STATUS_INVALID_ARG);
-    L->dv = (int64_t)dv;
-    L->key_dim = L->H * L->dk;
-    L->value_dim = L->HV * L->dv;
-    L->W = c->conv_size;
-    const int64_t Dk = L->key_dim, Dv = L->value_dim, HV = L->HV, W = L->W;
-    la_layer_param(m, L, "q_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
-    la_layer_param(m, L, "k_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
-    la_layer_param(m, L, "v_proj.weight", 2, (int64_t[]){ Dv, D }, LA_INIT_NORMAL, true);
+    la_status s = la_gva_dims(m, L, false, err, errlen);
+    if (s) return s;
+    const int64_t Dv = L->value_dim, HV = L->HV;
+    la_qkv_params(m, L);
     la_layer_param(m, L, "a_proj.weight", 2, (int64_t[]){ HV, D }, LA_INIT_NORMAL, true);
     la_layer_param(m, L, "b_proj.weight", 2, (int64_t[]){ HV, D }, LA_INIT_NORMAL, true);
     la_layer_param(m, L, "A_log", 1, (int64_t[]){ HV }, LA_INIT_A_LOG_GDN, false);
@@ -55,11 +40,7 @@ static la_status gdn_build(la_model * m, la_layer * L, char * err, size_t errlen
     la_layer_param(m, L, "o_proj.weight", 2, (int64_t[]){ D, Dv }, LA_INIT_NORMAL, true);
     if (c->use_gate)
         la_layer_param(m, L, "g_proj.weight", 2, (int64_t[]){ Dv, D }, LA_INIT_NORMAL, true);
-    if (c->use_short_conv) {
-        la_layer_param(m, L, "q_conv1d.weight", 3, (int64_t[]){ Dk, 1, W }, LA_INIT_NORMAL, true);
-        la_layer_param(m, L, "k_conv1d.weight", 3, (int64_t[]){ Dk, 1, W }, LA_INIT_NORMAL, true);
-        la_layer_param(m, L, "v_conv1d.weight", 3, (int64_t[]){ Dv, 1, W }, LA_INIT_NORMAL, true);
-    }
+    if (c->use_short_conv) la_qkv_conv_params(m, L);
     return LA_STATUS_OK;
 }
 
@@ -126,20 +107,12 @@ static size_t gdn_cache(const la_layer * L, int64_t cap) {
 
 static la_status gdn_forward(const la_model * m, const la_layer * L, const la_call * c, float * y,
                              const float * x) {
-    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dk = L->key_dim, Dv = L->value_dim;
+    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dv = L->value_dim;
     const gdn_slots sl = slots_of(m);
     const gdn_act a = act_of(L, c->act, rows);
-    const la_lcache * lc = c->cache;
-    // cache layout: state (N, HV, dk, dv), then the q, k, v conv caches (N, n, W)
-    float * state = lc ? lc->f : NULL;
-    float * cq = lc && sl.qc >= 0 ? state + B * L->HV * L->dk * L->dv : NULL;
-    float * ck = cq ? cq + B * Dk * L->W : NULL, *cv = ck ? ck + B * Dk * L->W : NULL;
-    const float * wq = sl.qc >= 0 ? la_pw(m, L, sl.qc) : NULL;
-    const float * wk = sl.kc >= 0 ? la_pw(m, L, sl.kc) : NULL;
-    const float * wv = sl.vc >= 0 ? la_pw(m, L, sl.vc) : NULL;
-    la_status s = la_proj_conv_forward(c, a.q, a.xq, x, la_pw(m, L, P_Q), wq, cq, LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_forward(c, a.k, a.xk, x, la_pw(m, L, P_K), wk, ck, LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_forward(c, a.v, a.xv, x, la_pw(m, L, P_V), wv, cv, LA_ACT_SILU, D, Dv, L->W);
+    const la_qkv_bufs qb = { a.xq, a.xk, a.xv, a.q, a.k, a.v };
+    float * state;
+    la_status s = la_qkv_forward(m, L, c, &qb, x, sl.qc, LA_ACT_SILU, &state);
     if (!s) s = la_linear_forward(a.a, x, la_pw(m, L, P_A), NULL, rows, D, L->HV);
     if (!s) s = la_linear_forward(a.b, x, la_pw(m, L, P_B), NULL, rows, D, L->HV);
     if (s) return s;
@@ -206,17 +179,8 @@ static la_status gdn_backward(la_model * m, const la_layer * L, const la_call * 
     la_lin_bwd(dx, 0.0f, la_pg(m, L, P_A), NULL, da, x, la_pw(m, L, P_A), rows, D, HV);
     la_lin_bwd(dx, 1.0f, la_pg(m, L, P_B), NULL, db, x, la_pw(m, L, P_B), rows, D, HV);
     if (sl.g >= 0) la_lin_bwd(dx, 1.0f, la_pg(m, L, sl.g), NULL, dgt, x, la_pw(m, L, sl.g), rows, D, Dv);
-    const bool conv = sl.qc >= 0;
-    s = la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, P_Q), conv ? la_pg(m, L, sl.qc) : NULL, dq,
-                              tmp, a.xq, x, la_pw(m, L, P_Q), conv ? la_pw(m, L, sl.qc) : NULL,
-                              LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, P_K), conv ? la_pg(m, L, sl.kc) : NULL,
-                                      dk, tmp, a.xk, x, la_pw(m, L, P_K),
-                                      conv ? la_pw(m, L, sl.kc) : NULL, LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, P_V), conv ? la_pg(m, L, sl.vc) : NULL,
-                                      dv, tmp, a.xv, x, la_pw(m, L, P_V),
-                                      conv ? la_pw(m, L, sl.vc) : NULL, LA_ACT_SILU, D, Dv, L->W);
-    return s;
+    const la_qkv_bufs qb = { a.xq, a.xk, a.xv, a.q, a.k, a.v };
+    return la_qkv_backward(m, L, c, sl.qc, dx, dq, dk, dv, tmp, &qb, x);
 }
 
 const la_mixer_vt la_mixer_gdn_vt = {

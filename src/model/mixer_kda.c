@@ -34,36 +34,19 @@ static kda_slots slots_of(const la_model * m) {
 static la_status kda_build(la_model * m, la_layer * L, char * err, size_t errlen) {
     const la_config * c = &m->cfg;
     const int64_t D = m->D;
-    L->H = c->num_heads;
-    L->HV = c->num_v_heads ? c->num_v_heads : c->num_heads;
-    L->dk = c->head_dim;
-    const double dv = (double)c->head_dim * c->expand_v;
-    if (L->dk <= 0) return (snprintf(err, errlen, "config: 'head_dim' must be > 0"), LA_STATUS_INVALID_ARG);
-    if (dv != floor(dv) || dv < 1)
-        return (snprintf(err, errlen, "config: 'expand_v' %g times head_dim %lld is not a whole "
-                         "head_v", c->expand_v, (long long)c->head_dim), LA_STATUS_INVALID_ARG);
-    if (L->HV < L->H || L->HV % L->H)
-        return (snprintf(err, errlen, "config: 'num_v_heads' %lld is not a multiple of "
-                         "num_heads %lld", (long long)L->HV, (long long)L->H), LA_STATUS_INVALID_ARG);
+    la_status s = la_gva_dims(m, L, true, err, errlen);
+    if (s) return s;
     const double lb = c->lower_bound;
     // linattn's op takes lower_bound < 0 (0 = off); fla accepts any value without safe_gate, but
     // lb >= 0 would give a gate >= 0 (no decay, or growth)
     if (!isnan(lb) && !(lb < 0))
-        return (snprintf(err, errlen, "config: 'lower_bound' %g must be < 0 or null", lb),
-                LA_STATUS_INVALID_ARG);
+        return la_cfg_fail(err, errlen, "config: 'lower_bound' %g must be < 0 or null", lb);
     if (c->safe_gate && (isnan(lb) || lb < -5))
-        return (snprintf(err, errlen, "config: 'safe_gate' requires 'lower_bound' in [-5, 0)"),
-                LA_STATUS_INVALID_ARG);
+        return la_cfg_fail(err, errlen, "config: 'safe_gate' requires 'lower_bound' in [-5, 0)");
     L->R = (c->allow_neg_eigval ? KDA_NEG : 0) | (isnan(lb) ? 0 : KDA_LB);
-    L->dv = (int64_t)dv;
-    L->key_dim = L->H * L->dk;
-    L->value_dim = L->HV * L->dv;
-    L->W = c->conv_size;
-    const int64_t Dk = L->key_dim, Dv = L->value_dim, HV = L->HV, dvh = L->dv, W = L->W;
+    const int64_t Dv = L->value_dim, HV = L->HV, dvh = L->dv;
     const int64_t Dg = HV * L->dk;  // gate_dim
-    la_layer_param(m, L, "q_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
-    la_layer_param(m, L, "k_proj.weight", 2, (int64_t[]){ Dk, D }, LA_INIT_NORMAL, true);
-    la_layer_param(m, L, "v_proj.weight", 2, (int64_t[]){ Dv, D }, LA_INIT_NORMAL, true);
+    la_qkv_params(m, L);
     la_layer_param(m, L, "f_proj.0.weight", 2, (int64_t[]){ dvh, D }, LA_INIT_NORMAL, true);
     la_layer_param(m, L, "f_proj.1.weight", 2, (int64_t[]){ Dg, dvh }, LA_INIT_NORMAL, true);
     la_layer_param(m, L, "b_proj.weight", 2, (int64_t[]){ HV, D }, LA_INIT_NORMAL, true);
@@ -75,11 +58,7 @@ static la_status kda_build(la_model * m, la_layer * L, char * err, size_t errlen
     la_layer_param(m, L, "g_proj.1.bias", 1, (int64_t[]){ Dv }, LA_INIT_ZERO, false);
     la_layer_param(m, L, "o_norm.weight", 1, (int64_t[]){ dvh }, LA_INIT_ONE, false);
     la_layer_param(m, L, "o_proj.weight", 2, (int64_t[]){ D, Dv }, LA_INIT_NORMAL, true);
-    if (c->use_short_conv) {
-        la_layer_param(m, L, "q_conv1d.weight", 3, (int64_t[]){ Dk, 1, W }, LA_INIT_NORMAL, true);
-        la_layer_param(m, L, "k_conv1d.weight", 3, (int64_t[]){ Dk, 1, W }, LA_INIT_NORMAL, true);
-        la_layer_param(m, L, "v_conv1d.weight", 3, (int64_t[]){ Dv, 1, W }, LA_INIT_NORMAL, true);
-    }
+    if (c->use_short_conv) la_qkv_conv_params(m, L);
     return LA_STATUS_OK;
 }
 
@@ -162,21 +141,13 @@ static size_t kda_cache(const la_layer * L, int64_t cap) {
 
 static la_status kda_forward(const la_model * m, const la_layer * L, const la_call * c, float * y,
                              const float * x) {
-    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dk = L->key_dim, Dv = L->value_dim;
+    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dv = L->value_dim;
     const int64_t HV = L->HV, dv = L->dv, Dg = HV * L->dk;
     const kda_slots sl = slots_of(m);
     const kda_act a = act_of(L, c->act, rows);
-    const la_lcache * lc = c->cache;
-    // cache layout: state (N, HV, dk, dv), then the q, k, v conv caches (N, n, W)
-    float * state = lc ? lc->f : NULL;
-    float * cq = lc && sl.qc >= 0 ? state + B * HV * L->dk * dv : NULL;
-    float * ck = cq ? cq + B * Dk * L->W : NULL, *cv = ck ? ck + B * Dk * L->W : NULL;
-    const float * wq = sl.qc >= 0 ? la_pw(m, L, sl.qc) : NULL;
-    const float * wk = sl.kc >= 0 ? la_pw(m, L, sl.kc) : NULL;
-    const float * wv = sl.vc >= 0 ? la_pw(m, L, sl.vc) : NULL;
-    la_status s = la_proj_conv_forward(c, a.q, a.xq, x, la_pw(m, L, P_Q), wq, cq, LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_forward(c, a.k, a.xk, x, la_pw(m, L, P_K), wk, ck, LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_forward(c, a.v, a.xv, x, la_pw(m, L, P_V), wv, cv, LA_ACT_SILU, D, Dv, L->W);
+    const la_qkv_bufs qb = { a.xq, a.xk, a.xv, a.q, a.k, a.v };
+    float * state;
+    la_status s = la_qkv_forward(m, L, c, &qb, x, sl.qc, LA_ACT_SILU, &state);
     // g_raw = f_proj(x), beta_raw = b_proj(x), gate = g_proj(x)
     if (!s) s = la_linear_forward(a.f1, x, la_pw(m, L, P_F0), NULL, rows, D, dv);
     if (!s) s = la_linear_forward(a.g, a.f1, la_pw(m, L, P_F1), NULL, rows, dv, Dg);
@@ -202,7 +173,7 @@ static la_status kda_forward(const la_model * m, const la_layer * L, const la_ca
 
 static la_status kda_backward(la_model * m, const la_layer * L, const la_call * c, float * dx,
                               const float * dy, const float * x) {
-    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dk = L->key_dim, Dv = L->value_dim;
+    const int64_t B = c->B, T = c->T, rows = B * T, D = m->D, Dv = L->value_dim;
     const int64_t HV = L->HV, dv = L->dv, Dg = HV * L->dk;
     const kda_slots sl = slots_of(m);
     const kda_act a = act_of(L, c->act, rows);
@@ -233,17 +204,8 @@ static la_status kda_backward(la_model * m, const la_layer * L, const la_call * 
     la_lin_bwd(dh, 0.0f, la_pg(m, L, P_F1), NULL, dg, a.f1, la_pw(m, L, P_F1), rows, dv, Dg);
     la_lin_bwd(dx, 1.0f, la_pg(m, L, P_F0), NULL, dh, x, la_pw(m, L, P_F0), rows, D, dv);
     la_lin_bwd(dx, 1.0f, la_pg(m, L, P_B), NULL, db, x, la_pw(m, L, P_B), rows, D, HV);
-    const bool conv = sl.qc >= 0;
-    s = la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, P_Q), conv ? la_pg(m, L, sl.qc) : NULL, dq,
-                              tmp, a.xq, x, la_pw(m, L, P_Q), conv ? la_pw(m, L, sl.qc) : NULL,
-                              LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, P_K), conv ? la_pg(m, L, sl.kc) : NULL,
-                                      dk, tmp, a.xk, x, la_pw(m, L, P_K),
-                                      conv ? la_pw(m, L, sl.kc) : NULL, LA_ACT_SILU, D, Dk, L->W);
-    if (!s) s = la_proj_conv_backward(c, dx, 1.0f, la_pg(m, L, P_V), conv ? la_pg(m, L, sl.vc) : NULL,
-                                      dv_, tmp, a.xv, x, la_pw(m, L, P_V),
-                                      conv ? la_pw(m, L, sl.vc) : NULL, LA_ACT_SILU, D, Dv, L->W);
-    return s;
+    const la_qkv_bufs qb = { a.xq, a.xk, a.xv, a.q, a.k, a.v };
+    return la_qkv_backward(m, L, c, sl.qc, dx, dq, dk, dv_, tmp, &qb, x);
 }
 
 const la_mixer_vt la_mixer_kda_vt = {

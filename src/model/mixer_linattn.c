@@ -171,31 +171,7 @@ static la_shape ln_shape(const la_layer * L, int64_t B, int64_t T) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pieces: grouped heads, the sum norm, DPFP
-
-// dst (rows, H, d) from src (rows, H / G, d): head h reads head h / G
-// (fla: repeat(k, '... (h d) -> ... (h g) d')).
-static void kv_expand(float * dst, const float * src, int64_t rows, int64_t H, int64_t G,
-                      int64_t d) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t h = 0; h < H; h++)
-            memcpy(dst + (r * H + h) * d, src + (r * (H / G) + h / G) * d, (size_t)d * 4);
-}
-
-// dst (rows, H / G, d) = sum of the G heads of src (rows, H, d) that read it, in head order.
-static void kv_reduce(float * dst, const float * src, int64_t rows, int64_t H, int64_t G,
-                      int64_t d) {
-    const int64_t HK = H / G;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < HK; j++) {
-            float * o = dst + (r * HK + j) * d;
-            memcpy(o, src + (r * H + j * G) * d, (size_t)d * 4);
-            for (int64_t g = 1; g < G; g++) {
-                const float * s = src + (r * H + j * G + g) * d;
-                for (int64_t i = 0; i < d; i++) o[i] += s[i];
-            }
-        }
-}
+// Pieces: the sum norm, DPFP (grouped heads: la_kv_expand, la_kv_reduce)
 
 // y = x / (sum_i x_i + 1e-4) per vector of F (fla: q / (q.sum(-1, True) + 1e-4)); n vectors.
 static void sum_norm_forward(float * y, const float * x, int64_t n, int64_t F) {
@@ -442,8 +418,8 @@ static la_status ln_forward(const la_model * m, const la_layer * L, const la_cal
     if (d.nk) sum_norm_forward(a.kn, a.kf, rows * HK, F);
     const float * q = d.nq ? a.qn : a.qf, *k = d.nk ? a.kn : a.kf, *v = a.v;
     if (G > 1) {
-        kv_expand(sc.ke, k, rows, H, G, F);
-        kv_expand(sc.ve, v, rows, H, G, dv);
+        la_kv_expand(sc.ke, k, rows, H, G, F);
+        la_kv_expand(sc.ve, v, rows, H, G, dv);
         k = sc.ke, v = sc.ve;
     }
     const la_lcache * lc = c->cache;
@@ -481,8 +457,8 @@ static la_status ln_backward(la_model * m, const la_layer * L, const la_call * c
     // o = linear_attn(q, repeat(k), repeat(v))
     const float * q = d.nq ? a.qn : a.qf, *k = d.nk ? a.kn : a.kf, *v = a.v;
     if (G > 1) {
-        kv_expand(sc.ke, k, rows, H, G, F);
-        kv_expand(sc.ve, v, rows, H, G, dv);
+        la_kv_expand(sc.ke, k, rows, H, G, F);
+        la_kv_expand(sc.ve, v, rows, H, G, dv);
         k = sc.ke, v = sc.ve;
     }
     la_opts o = la_mixer_opts(c, (char *)c->work + sc.used, c->work_size - sc.used);
@@ -490,8 +466,8 @@ static la_status ln_backward(la_model * m, const la_layer * L, const la_call * c
                                 NULL, NULL, d.normalize, ln_shape(L, B, T), &o);
     if (s) return s;
     if (G > 1) {
-        kv_reduce(sc.dk, sc.dke, rows, H, G, F);
-        kv_reduce(sc.dv, sc.dve, rows, H, G, dv);
+        la_kv_reduce(sc.dk, sc.dke, rows, H, G, F);
+        la_kv_reduce(sc.dv, sc.dve, rows, H, G, dv);
     }
     // q = qf / (sum qf + 1e-4), qf = phi_q(xq); likewise k
     if (d.nq) sum_norm_backward(sc.dq, a.qf, a.qn, rows * H, F);

@@ -39,7 +39,6 @@
 #include "rng.h"
 
 #include <math.h>
-#include <stdarg.h>
 
 enum { P_CONV, P_CONVB, P_IN, P_X, P_DTW, P_DTB, P_ALOG, P_D, P_OUT, P_REST };
 enum { MB_BIAS = 1 };
@@ -72,18 +71,6 @@ typedef struct {
     double  t_scale, t_min, t_max, t_floor;
 } mb_cfg;
 
-static la_status mb_fail(char * err, size_t errlen, const char * fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static la_status mb_fail(char * err, size_t errlen, const char * fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return LA_STATUS_INVALID_ARG;
-}
-
 static la_status mb_read(const la_model * m, mb_cfg * o, char * err, size_t errlen) {
     const la_config * c = &m->cfg;
     double expand;
@@ -106,22 +93,22 @@ static la_status mb_read(const la_model * m, mb_cfg * o, char * err, size_t errl
     if (s) return s;
     (void)conv_bias, (void)fp32;  // see the header; the residual stream is float32 anyway
     if (strcmp(scheme, "random") && strcmp(scheme, "constant"))
-        return mb_fail(err, errlen, "config: 'time_step_init_scheme' must be \"random\" or "
-                       "\"constant\"");
+        return la_cfg_fail(err, errlen, "config: 'time_step_init_scheme' must be \"random\" or "
+                           "\"constant\"");
     o->dt_const = !strcmp(scheme, "constant");
     if (o->Nst < 1 || o->Nst > 4096)
-        return mb_fail(err, errlen, "config: 'state_size' must be in [1, 4096]");
+        return la_cfg_fail(err, errlen, "config: 'state_size' must be in [1, 4096]");
     if (o->K < 1 || o->K > 64)
-        return mb_fail(err, errlen, "config: 'conv_kernel' must be in [1, 64]");
+        return la_cfg_fail(err, errlen, "config: 'conv_kernel' must be in [1, 64]");
     if (c->intermediate_given) {
         o->E = c->intermediate_size;
     } else {
         if (!(expand > 0) || expand * (double)m->D > 1e7)
-            return mb_fail(err, errlen, "config: 'expand' must be > 0");
+            return la_cfg_fail(err, errlen, "config: 'expand' must be > 0");
         o->E = (int64_t)(expand * (double)m->D);  // python int(): truncation
     }
     if (o->E < 1)
-        return mb_fail(err, errlen, "config: 'expand' %g gives an empty inner size", expand);
+        return la_cfg_fail(err, errlen, "config: 'expand' %g gives an empty inner size", expand);
     // time_step_rank: "auto" = ceil(hidden_size / 16) (MambaConfig), or a positive integer
     const cJSON * tr =
         c->extra ? cJSON_GetObjectItemCaseSensitive(c->extra, "time_step_rank") : NULL;
@@ -131,14 +118,14 @@ static la_status mb_read(const la_model * m, mb_cfg * o, char * err, size_t errl
                tr->valuedouble == floor(tr->valuedouble)) {
         o->R = (int64_t)tr->valuedouble;
     } else {
-        return mb_fail(err, errlen, "config: 'time_step_rank' must be \"auto\" or an integer in "
-                       "[1, 65536]");
+        return la_cfg_fail(err, errlen, "config: 'time_step_rank' must be \"auto\" or an integer in "
+                           "[1, 65536]");
     }
     if (!(o->t_min > 0) || !(o->t_max >= o->t_min) || !(o->t_floor >= 0) || !isfinite(o->t_max))
-        return mb_fail(err, errlen, "config: 'time_step_min' / 'time_step_max' / "
-                       "'time_step_floor' must satisfy 0 < min <= max, floor >= 0");
+        return la_cfg_fail(err, errlen, "config: 'time_step_min' / 'time_step_max' / "
+                           "'time_step_floor' must satisfy 0 < min <= max, floor >= 0");
     if (!isfinite(o->t_scale))
-        return mb_fail(err, errlen, "config: 'time_step_scale' must be a finite number");
+        return la_cfg_fail(err, errlen, "config: 'time_step_scale' must be a finite number");
     return LA_STATUS_OK;
 }
 
@@ -150,8 +137,8 @@ static la_status mb_root(la_model * m, char * err, size_t errlen) {
     la_status s = mb_read(m, &o, err, errlen);
     if (s) return s;
     if (m->cfg.n_attn)
-        return mb_fail(err, errlen, "config: 'attn' must be null for model_type mamba (fla's "
-                       "Mamba has no hybrid attention layers)");
+        return la_cfg_fail(err, errlen, "config: 'attn' must be null for model_type mamba (fla's "
+                           "Mamba has no hybrid attention layers)");
     m->cfg.intermediate_size = o.E;
     m->cfg.intermediate_given = true;
     m->I = o.E;
@@ -262,23 +249,14 @@ static int mb_counts(const la_layer * L, int64_t B, int64_t T, bool backward, in
     return 13;
 }
 
-static size_t op_work(const la_layer * L, int64_t B, int64_t T, bool backward) {
-    la_opts o = la_opts_default();
-    const size_t a = la_selective_scan_workspace_size(backward, B, T, L->value_dim, L->dk, &o);
-    o.form = LA_FORM_RECURRENT;
-    const size_t b = la_selective_scan_workspace_size(backward, B, T, L->value_dim, L->dk, &o);
-    return LA_MAX(a, b);
+// The op's workspace for the given form.
+static size_t scan_size(const la_layer * L, int64_t B, int64_t T, bool backward,
+                        const la_opts * o) {
+    return la_selective_scan_workspace_size(backward, B, T, L->value_dim, L->dk, o);
 }
 
 static size_t mb_work(const la_layer * L, int64_t B, int64_t T, bool backward) {
-    int64_t n[13];
-    int cnt = mb_counts(L, B, T, false, n);
-    size_t bytes = la_floats_bytes(cnt, n) + op_work(L, B, T, false);
-    if (backward) {
-        cnt = mb_counts(L, B, T, true, n);
-        bytes = LA_MAX(bytes, la_floats_bytes(cnt, n) + op_work(L, B, T, true));
-    }
-    return bytes;
+    return la_scratch_work(L, B, T, backward, mb_counts, scan_size);
 }
 
 static size_t mb_cache(const la_layer * L, int64_t cap) {

@@ -40,7 +40,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 
 enum { P_IN, P_CONV, P_DTB, P_ALOG, P_D, P_NORM, P_OUT, P_REST };
 enum { M2_BIAS = 1, M2_CONV_BIAS = 2 };
@@ -81,18 +80,6 @@ typedef struct {
     double  conv_init;              // NAN: conv1d.weight ~ N(0, initializer_range)
 } m2_cfg;
 
-static la_status m2_fail(char * err, size_t errlen, const char * fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static la_status m2_fail(char * err, size_t errlen, const char * fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return LA_STATUS_INVALID_ARG;
-}
-
 static const cJSON * extra(const la_config * c, const char * key) {
     return c->extra ? cJSON_GetObjectItemCaseSensitive(c->extra, key) : NULL;
 }
@@ -105,8 +92,8 @@ static la_status num2(const la_config * c, const char * a, const char * b, doubl
     if (!s) s = la_extra_num(c, b, def, &vb, err, errlen);
     if (s) return s;
     if (extra(c, a) && extra(c, b) && va != vb)
-        return m2_fail(err, errlen, "config: '%s' %g and '%s' %g disagree (one setting under its "
-                       "old and new name)", a, va, b, vb);
+        return la_cfg_fail(err, errlen, "config: '%s' %g and '%s' %g disagree (one setting under its "
+                           "old and new name)", a, va, b, vb);
     *out = extra(c, b) ? vb : va;
     return LA_STATUS_OK;
 }
@@ -121,8 +108,8 @@ static la_status limit_ok(const la_config * c, const char * key, char * err, siz
                     (cJSON_IsNull(lo) || (cJSON_IsNumber(lo) && lo->valuedouble <= 0)) &&
                     (cJSON_IsNull(hi) || (cJSON_IsNumber(hi) && hi->valuedouble >= big));
     return ok ? LA_STATUS_OK
-              : m2_fail(err, errlen, "config: '%s' must be [0.0, inf] (clamping dt is not "
-                        "implemented)", key);
+              : la_cfg_fail(err, errlen, "config: '%s' must be [0.0, inf] (clamping dt is not "
+                            "implemented)", key);
 }
 
 static la_status m2_read(const la_model * m, m2_cfg * o, char * err, size_t errlen) {
@@ -156,36 +143,36 @@ static la_status m2_read(const la_model * m, m2_cfg * o, char * err, size_t errl
     const cJSON * tr = extra(c, "time_step_rank");  // stored by fla's layer, never used
     if (tr && !cJSON_IsNull(tr) && !cJSON_IsNumber(tr) &&
         !(cJSON_IsString(tr) && !strcmp(tr->valuestring, "auto")))
-        return m2_fail(err, errlen, "config: 'time_step_rank' must be \"auto\" or a number");
-    if (!rms) return m2_fail(err, errlen, "config: 'rms_norm' must be true (Mamba2 without the "
-                             "gated RMSNorm is not implemented)");
-    if (!rms_b) return m2_fail(err, errlen, "config: 'rmsnorm' must be true (Mamba2 without the "
-                               "gated RMSNorm is not implemented)");
-    if (nbg) return m2_fail(err, errlen, "config: 'norm_before_gate' must be false (fla's Mamba2 "
-                            "gates, then normalises)");
-    if (dhd) return m2_fail(err, errlen, "config: 'D_has_hdim' must be false (D is one value per "
-                            "head)");
-    if (chunk < 1) return m2_fail(err, errlen, "config: 'chunk_size' must be >= 1");
-    if (o->P < 1) return m2_fail(err, errlen, "config: 'head_dim' must be >= 1");
+        return la_cfg_fail(err, errlen, "config: 'time_step_rank' must be \"auto\" or a number");
+    if (!rms) return la_cfg_fail(err, errlen, "config: 'rms_norm' must be true (Mamba2 without the "
+                                 "gated RMSNorm is not implemented)");
+    if (!rms_b) return la_cfg_fail(err, errlen, "config: 'rmsnorm' must be true (Mamba2 without the "
+                                   "gated RMSNorm is not implemented)");
+    if (nbg) return la_cfg_fail(err, errlen, "config: 'norm_before_gate' must be false (fla's Mamba2 "
+                                "gates, then normalises)");
+    if (dhd) return la_cfg_fail(err, errlen, "config: 'D_has_hdim' must be false (D is one value per "
+                                "head)");
+    if (chunk < 1) return la_cfg_fail(err, errlen, "config: 'chunk_size' must be >= 1");
+    if (o->P < 1) return la_cfg_fail(err, errlen, "config: 'head_dim' must be >= 1");
     if (o->Nst < 1 || o->Nst > 4096)
-        return m2_fail(err, errlen, "config: 'state_size' must be in [1, 4096]");
+        return la_cfg_fail(err, errlen, "config: 'state_size' must be in [1, 4096]");
     if (o->K < 1 || o->K > 64)
-        return m2_fail(err, errlen, "config: 'conv_kernel' must be in [1, 64]");
+        return la_cfg_fail(err, errlen, "config: 'conv_kernel' must be in [1, 64]");
     if (!(expand > 0) || expand * (double)m->D > 1e7)
-        return m2_fail(err, errlen, "config: 'expand' must be > 0");
+        return la_cfg_fail(err, errlen, "config: 'expand' must be > 0");
     o->E = (int64_t)(expand * (double)m->D);  // python int(): truncation
     if (o->E < 1 || o->E % o->P)
-        return m2_fail(err, errlen, "config: 'head_dim' %lld must divide the inner size "
-                       "expand * hidden_size = %lld", (long long)o->P, (long long)o->E);
+        return la_cfg_fail(err, errlen, "config: 'head_dim' %lld must divide the inner size "
+                           "expand * hidden_size = %lld", (long long)o->P, (long long)o->E);
     o->H = o->E / o->P;
     if (o->G < 1 || o->H % o->G)
-        return m2_fail(err, errlen, "config: 'n_groups' %lld must divide the %lld heads",
-                       (long long)o->G, (long long)o->H);
+        return la_cfg_fail(err, errlen, "config: 'n_groups' %lld must divide the %lld heads",
+                           (long long)o->G, (long long)o->H);
     if (!(o->t_min > 0) || !(o->t_max >= o->t_min) || !(o->t_floor >= 0))
-        return m2_fail(err, errlen, "config: 'time_step_min' / 'time_step_max' / "
-                       "'time_step_floor' must satisfy 0 < min <= max, floor >= 0");
+        return la_cfg_fail(err, errlen, "config: 'time_step_min' / 'time_step_max' / "
+                           "'time_step_floor' must satisfy 0 < min <= max, floor >= 0");
     if (!isnan(o->conv_init) && !(o->conv_init > 0))
-        return m2_fail(err, errlen, "config: 'conv_init' must be null or > 0");
+        return la_cfg_fail(err, errlen, "config: 'conv_init' must be null or > 0");
     o->a_lo = 0, o->a_hi = 16;
     const cJSON * ar = extra(c, "A_init_range");
     if (ar && !cJSON_IsNull(ar)) {
@@ -193,8 +180,8 @@ static la_status m2_read(const la_model * m, m2_cfg * o, char * err, size_t errl
         if (!cJSON_IsArray(ar) || cJSON_GetArraySize(ar) != 2 || !cJSON_IsNumber(lo) ||
             !cJSON_IsNumber(hi) || !(lo->valuedouble > 0) ||
             !(hi->valuedouble >= lo->valuedouble) || !isfinite(hi->valuedouble))
-            return m2_fail(err, errlen, "config: 'A_init_range' must be [lo, hi] with "
-                           "0 < lo <= hi");
+            return la_cfg_fail(err, errlen, "config: 'A_init_range' must be [lo, hi] with "
+                               "0 < lo <= hi");
         o->a_lo = lo->valuedouble, o->a_hi = hi->valuedouble;
     }
     return LA_STATUS_OK;
@@ -209,11 +196,11 @@ static la_status m2_root(la_model * m, char * err, size_t errlen) {
     la_status s = m2_read(m, &o, err, errlen);
     if (s) return s;
     if (m->cfg.n_attn)
-        return m2_fail(err, errlen, "config: 'attn' must be null for model_type mamba2 (fla's "
-                       "Mamba2 has no hybrid attention layers)");
+        return la_cfg_fail(err, errlen, "config: 'attn' must be null for model_type mamba2 (fla's "
+                           "Mamba2 has no hybrid attention layers)");
     if (m->cfg.num_heads != o.H && m->cfg.num_heads != 64)
-        return m2_fail(err, errlen, "config: 'num_heads' %lld disagrees with expand * hidden_size "
-                       "/ head_dim = %lld", (long long)m->cfg.num_heads, (long long)o.H);
+        return la_cfg_fail(err, errlen, "config: 'num_heads' %lld disagrees with expand * hidden_size "
+                           "/ head_dim = %lld", (long long)m->cfg.num_heads, (long long)o.H);
     m->cfg.num_heads = o.H;
     return LA_STATUS_OK;
 }
@@ -325,24 +312,14 @@ static int m2_counts(const la_layer * L, int64_t B, int64_t T, bool backward, in
     return 12;
 }
 
-// The op's workspace for either form a call may take (a T = 1 decode step is recurrent).
-static size_t op_work(const la_layer * L, int64_t B, int64_t T, bool backward) {
-    la_opts o = la_opts_default();
-    const size_t a = la_mamba2_workspace_size(backward, m2_shape(L, B, T), L->HKV, &o);
-    o.form = LA_FORM_RECURRENT;
-    const size_t b = la_mamba2_workspace_size(backward, m2_shape(L, B, T), L->HKV, &o);
-    return LA_MAX(a, b);
+// The op's workspace for the given form.
+static size_t op_size(const la_layer * L, int64_t B, int64_t T, bool backward,
+                      const la_opts * o) {
+    return la_mamba2_workspace_size(backward, m2_shape(L, B, T), L->HKV, o);
 }
 
 static size_t m2_work(const la_layer * L, int64_t B, int64_t T, bool backward) {
-    int64_t n[12];
-    int cnt = m2_counts(L, B, T, false, n);
-    size_t bytes = la_floats_bytes(cnt, n) + op_work(L, B, T, false);
-    if (backward) {
-        cnt = m2_counts(L, B, T, true, n);
-        bytes = LA_MAX(bytes, la_floats_bytes(cnt, n) + op_work(L, B, T, true));
-    }
-    return bytes;
+    return la_scratch_work(L, B, T, backward, m2_counts, op_size);
 }
 
 static size_t m2_cache(const la_layer * L, int64_t cap) {

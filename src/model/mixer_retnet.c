@@ -119,32 +119,6 @@ static void fm_backward(float * dy, const float * x, int kind, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Grouped heads (fla: repeat(k, '... h d -> ... (h g) d'))
-
-// dst (rows, H, d) from src (rows, H / G, d): head h reads head h / G.
-static void kv_expand(float * dst, const float * src, int64_t rows, int64_t H, int64_t G,
-                      int64_t d) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t h = 0; h < H; h++)
-            memcpy(dst + (r * H + h) * d, src + (r * (H / G) + h / G) * d, (size_t)d * 4);
-}
-
-// dst (rows, H / G, d) = sum of the G heads of src (rows, H, d) that read it, in head order.
-static void kv_reduce(float * dst, const float * src, int64_t rows, int64_t H, int64_t G,
-                      int64_t d) {
-    const int64_t HK = H / G;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < HK; j++) {
-            float * o = dst + (r * HK + j) * d;
-            memcpy(o, src + (r * H + j * G) * d, (size_t)d * 4);
-            for (int64_t g = 1; g < G; g++) {
-                const float * s = src + (r * H + j * G + g) * d;
-                for (int64_t i = 0; i < d; i++) o[i] += s[i];
-            }
-        }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Options and parameters
 
 typedef struct {
@@ -359,8 +333,8 @@ static la_status rt_forward(const la_model * m, const la_layer * L, const la_cal
     if (s) return s;
     const float * ke = a.k, *ve = a.v;
     if (G > 1) {
-        kv_expand(sc.ke, a.k, rows, H, G, dk);
-        kv_expand(sc.ve, a.v, rows, H, G, dv);
+        la_kv_expand(sc.ke, a.k, rows, H, G, dk);
+        la_kv_expand(sc.ve, a.v, rows, H, G, dv);
         ke = sc.ke, ve = sc.ve;
     }
     float * state = lc ? lc->f : NULL;  // (N, H, dk, dv)
@@ -405,8 +379,8 @@ static la_status rt_backward(la_model * m, const la_layer * L, const la_call * c
     // o = retention(q, repeat(k), repeat(v))
     const float * ke = a.k, *ve = a.v;
     if (G > 1) {
-        kv_expand(sc.ke, a.k, rows, H, G, dk);
-        kv_expand(sc.ve, a.v, rows, H, G, dv);
+        la_kv_expand(sc.ke, a.k, rows, H, G, dk);
+        la_kv_expand(sc.ve, a.v, rows, H, G, dv);
         ke = sc.ke, ve = sc.ve;
     }
     la_opts o = la_mixer_opts(c, (char *)c->work + sc.used, c->work_size - sc.used);
@@ -414,8 +388,8 @@ static la_status rt_backward(la_model * m, const la_layer * L, const la_call * c
                               rt_shape(L, B, T), &o);
     if (s) return s;
     if (G > 1) {
-        kv_reduce(sc.dk, sc.dke, rows, H, G, dk);
-        kv_reduce(sc.dv, sc.dve, rows, H, G, dv);
+        la_kv_reduce(sc.dk, sc.dke, rows, H, G, dk);
+        la_kv_reduce(sc.dv, sc.dve, rows, H, G, dv);
     }
     // q = RoPE(fm(xq)): the inverse rotation, then fm'
     const la_opts ro = la_opts_default();

@@ -70,11 +70,6 @@ typedef struct rw_cfg {
     int64_t I;               // channel-mix width
 } rw_cfg;
 
-static la_status rw_fail(char * err, size_t errlen, const char * msg) {
-    snprintf(err, errlen, "config: %s", msg);
-    return LA_STATUS_INVALID_ARG;
-}
-
 // A LoRA rank: the config's value, or RWKV7Attention's formula when it is null (0):
 // max(32, round(c sqrt(D) f / 32) 32), Python's round (half to even: nearbyint).
 static int64_t rw_rank(int64_t given, double c, double f, int64_t D) {
@@ -90,36 +85,43 @@ static la_status rw_config(const la_model * m, rw_cfg * o, char * err, size_t er
     la_status s = la_extra_check(c, rw_keys, err, errlen);
     if (s) return s;
     if (c->n_attn > 0)
-        return rw_fail(err, errlen, "'attn' (hybrid layers) is not supported for rwkv7: fla's "
-                                    "RWKV7Block cannot run them (it unpacks four values from "
-                                    "Attention, which returns three)");
+        return la_cfg_fail(err, errlen,
+                "config: 'attn' (hybrid layers) is not supported for rwkv7: fla's "
+                "RWKV7Block cannot run them (it unpacks four values from "
+                "Attention, which returns three)");
     bool norm_first, norm_bias;
     int64_t hd, vdim;
     if ((s = la_extra_bool(c, "norm_first", true, &norm_first, err, errlen)) ||
         (s = la_extra_bool(c, "norm_bias", true, &norm_bias, err, errlen)) ||
         (s = la_extra_int(c, "head_dim", 64, &hd, err, errlen)))
         return s;
-    if (!norm_first) return rw_fail(err, errlen, "'norm_first' false is not supported (rwkv7)");
-    if (!norm_bias) return rw_fail(err, errlen, "'norm_bias' false is not supported (rwkv7)");
+    if (!norm_first)
+        return la_cfg_fail(err, errlen,
+                "config: 'norm_first' false is not supported (rwkv7)");
+    if (!norm_bias)
+        return la_cfg_fail(err, errlen,
+                "config: 'norm_bias' false is not supported (rwkv7)");
     // head_dim wins; null head_dim derives it from num_heads (RWKV7Config)
     if (hd == 0) hd = c->num_heads > 0 ? D / c->num_heads : 0;
     if (hd <= 0 || D % hd)
-        return rw_fail(err, errlen, "'head_dim' must be > 0 and divide hidden_size (rwkv7)");
+        return la_cfg_fail(err, errlen,
+                "config: 'head_dim' must be > 0 and divide hidden_size (rwkv7)");
     o->dk = hd;
     o->H = D / hd;
     // value_dim: null, an int, or a list with one entry per layer (RWKV7Config)
     const cJSON * vd = c->extra ? cJSON_GetObjectItemCaseSensitive(c->extra, "value_dim") : NULL;
     if (vd && cJSON_IsArray(vd)) {
         if (cJSON_GetArraySize(vd) != c->num_hidden_layers)
-            return rw_fail(err, errlen, "'value_dim' must have one entry per layer");
+            return la_cfg_fail(err, errlen, "config: 'value_dim' must have one entry per layer");
         vdim = -1;
         const cJSON * it;
         cJSON_ArrayForEach(it, vd) {
             if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
-                return rw_fail(err, errlen, "'value_dim' entries must be integers");
+                return la_cfg_fail(err, errlen, "config: 'value_dim' entries must be integers");
             if (vdim >= 0 && (int64_t)it->valuedouble != vdim)
-                return rw_fail(err, errlen, "'value_dim' entries must be equal (v_first is "
-                                            "lerped across layers)");
+                return la_cfg_fail(err, errlen,
+                        "config: 'value_dim' entries must be equal (v_first is "
+                        "lerped across layers)");
             vdim = (int64_t)it->valuedouble;
         }
     } else if ((s = la_extra_int(c, "value_dim", D, &vdim, err, errlen))) {
@@ -127,8 +129,9 @@ static la_status rw_config(const la_model * m, rw_cfg * o, char * err, size_t er
     }
     if (vdim == 0) vdim = D;  // null
     if (vdim != D)
-        return rw_fail(err, errlen, "'value_dim' must equal hidden_size (rwkv7): fla's init and "
-                                    "its fused gate_output_correction kernel assume it");
+        return la_cfg_fail(err, errlen,
+                "config: 'value_dim' must equal hidden_size (rwkv7): fla's init and "
+                "its fused gate_output_correction kernel assume it");
     o->Vd = vdim;
     o->dv = vdim / o->H;
     int64_t rw, rg, ra, rv;
@@ -138,7 +141,8 @@ static la_status rw_config(const la_model * m, rw_cfg * o, char * err, size_t er
         (s = la_extra_int(c, "v_low_rank_dim", 16, &rv, err, errlen)))
         return s;
     if (rw < 0 || rg < 0 || ra < 0 || rv < 0)
-        return rw_fail(err, errlen, "the LoRA ranks (*_low_rank_dim) must be > 0 or null");
+        return la_cfg_fail(err, errlen,
+                "config: the LoRA ranks (*_low_rank_dim) must be > 0 or null");
     const double f = (double)hd / 64.0;  // "increase lora dimension for headdim > 64"
     o->Rw = rw_rank(rw, 2.5, f, D);
     o->Ra = rw_rank(ra, 2.5, f, D);
@@ -153,7 +157,8 @@ static la_status rw_config(const la_model * m, rw_cfg * o, char * err, size_t er
         o->I = 32 * ((raw + 31) / 32);
     }
     if (o->I <= 0 || o->I > (1 << 20))
-        return rw_fail(err, errlen, "the channel-mix width must be in [1, 2^20] (rwkv7)");
+        return la_cfg_fail(err, errlen,
+                "config: the channel-mix width must be in [1, 2^20] (rwkv7)");
     return LA_STATUS_OK;
 }
 

@@ -11,16 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static la_status mfail(char * err, size_t errlen, la_status s, const char * fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
 static const la_mixer_vt * const vtables[LA_MIXER_COUNT] = {
     [LA_MIXER_ATTN] = &la_mixer_attn_vt,
     [LA_MIXER_GDN] = &la_mixer_gdn_vt,
@@ -192,7 +182,7 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
         L->vt = la_mixer_vtable(L->kind);
         L->norm = fam.norm;
         if (!L->vt) {
-            s = mfail(err, errlen, LA_STATUS_UNSUPPORTED,
+            s = la_fail(err, errlen, LA_STATUS_UNSUPPORTED,
                       "model: layer %lld: mixer '%s' is not built into this linattn", (long long)l,
                       la_mixer_short(L->kind));
             break;
@@ -209,7 +199,7 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
             F->vt = fam.ffn_vt;
             F->norm = fam.norm;
             if (!F->vt) {
-                s = mfail(err, errlen, LA_STATUS_UNSUPPORTED, "model: the %s block's '%s' is not "
+                s = la_fail(err, errlen, LA_STATUS_UNSUPPORTED, "model: the %s block's '%s' is not "
                           "built into this linattn", c->model_type, fam.ffn);
                 break;
             }
@@ -236,7 +226,7 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
             m->shared_floats = LA_MAX(m->shared_floats, m->seq[i]->vt->shared_floats(m->seq[i]));
     if (!s && !(m->w = calloc(m->n_floats, sizeof(float)))) s = LA_STATUS_NOMEM;
     if (s) {
-        if (s == LA_STATUS_NOMEM) mfail(err, errlen, s, "model: out of memory");
+        if (s == LA_STATUS_NOMEM) la_fail(err, errlen, s, "model: out of memory");
         la_model_free(m);
         return s;
     }
@@ -245,7 +235,7 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
 }
 
 la_status la_model_from_json(la_model ** out, const char * json, char * err, size_t errlen) {
-    if (!out || !json) return mfail(err, errlen, LA_STATUS_INVALID_ARG, "model: NULL argument");
+    if (!out || !json) return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "model: NULL argument");
     *out = NULL;
     la_config cfg;
     la_status s = la_config_parse(&cfg, json, err, errlen);
@@ -707,7 +697,7 @@ static bool is_ckpt_file(const char * name) {
 // A directory may be replaced only when it holds checkpoint files and nothing else.
 static la_status ckpt_replaceable(const char * dir, char * err, size_t errlen) {
     DIR * d = opendir(dir);
-    if (!d) return mfail(err, errlen, LA_STATUS_IO, "%s: exists and is not a directory", dir);
+    if (!d) return la_fail(err, errlen, LA_STATUS_IO, "%s: exists and is not a directory", dir);
     struct dirent * e;
     la_status s = LA_STATUS_OK;
     bool has_config = false;
@@ -715,7 +705,7 @@ static la_status ckpt_replaceable(const char * dir, char * err, size_t errlen) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (!strcmp(e->d_name, "config.json")) has_config = true;
         if (!is_ckpt_file(e->d_name)) {
-            s = mfail(err, errlen, LA_STATUS_IO,
+            s = la_fail(err, errlen, LA_STATUS_IO,
                       "%s: refusing to replace a directory that holds '%s' (not a linattn "
                       "checkpoint)", dir, e->d_name);
             break;
@@ -739,9 +729,9 @@ la_status la_write_file_atomic(const char * path, const void * data, size_t n, c
                                size_t errlen) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
-        return mfail(err, errlen, LA_STATUS_IO, "%s: path too long", path);
+        return la_fail(err, errlen, LA_STATUS_IO, "%s: path too long", path);
     const int fd = mkstemp(tmp);
-    if (fd < 0) return mfail(err, errlen, LA_STATUS_IO, "%s: cannot create: %s", path, strerror(errno));
+    if (fd < 0) return la_fail(err, errlen, LA_STATUS_IO, "%s: cannot create: %s", path, strerror(errno));
     // a replaced file keeps its permissions; a new one gets the umask's (not mkstemp's 0600)
     struct stat st;
     (void)fchmod(fd, stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (st.st_mode & 07777)
@@ -754,21 +744,21 @@ la_status la_write_file_atomic(const char * path, const void * data, size_t n, c
         if (w <= 0) {
             close(fd);
             unlink(tmp);
-            return mfail(err, errlen, LA_STATUS_IO, "%s: write failed: %s", path, strerror(errno));
+            return la_fail(err, errlen, LA_STATUS_IO, "%s: write failed: %s", path, strerror(errno));
         }
         p += w;
         left -= (size_t)w;
     }
     if (fsync(fd) || close(fd) || rename(tmp, path)) {
         unlink(tmp);
-        return mfail(err, errlen, LA_STATUS_IO, "%s: cannot write: %s", path, strerror(errno));
+        return la_fail(err, errlen, LA_STATUS_IO, "%s: cannot write: %s", path, strerror(errno));
     }
     return LA_STATUS_OK;
 }
 
 la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook, void * ctx,
                         char * err, size_t errlen) {
-    if (!m || !dir || !*dir) return mfail(err, errlen, LA_STATUS_INVALID_ARG, "save: no directory");
+    if (!m || !dir || !*dir) return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "save: no directory");
     struct stat st;
     const bool exists = stat(dir, &st) == 0;
     if (exists) {
@@ -779,9 +769,9 @@ la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook,
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
     if (snprintf(tmp, sizeof tmp, "%.*s.tmp.XXXXXX", (int)dl, dir) >= (int)sizeof tmp)
-        return mfail(err, errlen, LA_STATUS_IO, "%s: path too long", dir);
+        return la_fail(err, errlen, LA_STATUS_IO, "%s: path too long", dir);
     if (!mkdtemp(tmp))
-        return mfail(err, errlen, LA_STATUS_IO, "%s: cannot create a directory next to it: %s",
+        return la_fail(err, errlen, LA_STATUS_IO, "%s: cannot create a directory next to it: %s",
                      dir, strerror(errno));
     (void)chmod(tmp, exists ? (st.st_mode & 07777) : la_new_file_mode());
     la_status s = LA_STATUS_OK;
@@ -837,7 +827,7 @@ la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook,
         } else {
             rc = rename(tmp, dir);
         }
-        if (rc) s = mfail(err, errlen, LA_STATUS_IO, "%s: cannot move the new checkpoint in: %s",
+        if (rc) s = la_fail(err, errlen, LA_STATUS_IO, "%s: cannot move the new checkpoint in: %s",
                           dir, strerror(errno));
     }
     if (s) rm_ckpt_dir(tmp);
@@ -847,7 +837,7 @@ la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook,
 char * la_read_text_file(const char * path, size_t max, char * err, size_t errlen) {
     FILE * f = fopen(path, "rb");
     if (!f) {
-        mfail(err, errlen, LA_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+        la_fail(err, errlen, LA_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     char * buf = malloc(max + 1);
@@ -855,14 +845,14 @@ char * la_read_text_file(const char * path, size_t max, char * err, size_t errle
     const bool bad = !buf || ferror(f) || n > max;
     fclose(f);
     if (bad) {
-        mfail(err, errlen, LA_STATUS_IO, "%s: %s", path,
+        la_fail(err, errlen, LA_STATUS_IO, "%s: %s", path,
               !buf ? "out of memory" : n > max ? "file too large" : "read error");
         free(buf);
         return NULL;
     }
     buf[n] = 0;
     if (memchr(buf, 0, n)) {
-        mfail(err, errlen, LA_STATUS_FORMAT, "%s: contains a NUL byte (not a text file)", path);
+        la_fail(err, errlen, LA_STATUS_FORMAT, "%s: contains a NUL byte (not a text file)", path);
         free(buf);
         return NULL;
     }
@@ -877,7 +867,7 @@ static bool ignorable(const la_model * m, const char * name) {
 }
 
 la_status la_model_load(la_model ** out, const char * dir, char * err, size_t errlen) {
-    if (!out || !dir) return mfail(err, errlen, LA_STATUS_INVALID_ARG, "load: NULL argument");
+    if (!out || !dir) return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "load: NULL argument");
     *out = NULL;
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -887,7 +877,7 @@ la_status la_model_load(la_model ** out, const char * dir, char * err, size_t er
     la_model * m = NULL;
     la_status s = la_model_from_json(&m, json, e2, sizeof e2);
     free(json);
-    if (s) return mfail(err, errlen, s, "%s: %s", path, e2);
+    if (s) return la_fail(err, errlen, s, "%s: %s", path, e2);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     la_st_file * f = NULL;
     s = la_st_open(&f, path, err, errlen);
@@ -895,7 +885,7 @@ la_status la_model_load(la_model ** out, const char * dir, char * err, size_t er
         const la_param * p = &m->par[i];
         const la_st_tensor * t = la_st_find(f, p->name);
         if (!t) {
-            s = mfail(err, errlen, LA_STATUS_NOT_FOUND, "%s: tensor '%s' is missing", path, p->name);
+            s = la_fail(err, errlen, LA_STATUS_NOT_FOUND, "%s: tensor '%s' is missing", path, p->name);
             break;
         }
         bool same = t->ndim == p->ndim;
@@ -906,14 +896,14 @@ la_status la_model_load(la_model ** out, const char * dir, char * err, size_t er
                 snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
             for (int d = 0; d < p->ndim; d++)
                 snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", d ? ", " : "", (long long)p->shape[d]);
-            s = mfail(err, errlen, LA_STATUS_SHAPE, "%s: tensor '%s' has shape [%s]; the config "
+            s = la_fail(err, errlen, LA_STATUS_SHAPE, "%s: tensor '%s' has shape [%s]; the config "
                       "needs [%s]", path, p->name, a, b);
             break;
         }
         s = la_st_read_f32(f, t, m->w + p->off, p->numel, err, errlen);
         for (int64_t j = 0; j < p->numel && !s; j++)
             if (!isfinite(m->w[p->off + j]))
-                s = mfail(err, errlen, LA_STATUS_NONFINITE, "%s: tensor '%s' holds NaN or Inf",
+                s = la_fail(err, errlen, LA_STATUS_NONFINITE, "%s: tensor '%s' holds NaN or Inf",
                           path, p->name);
     }
     for (int64_t i = 0; f && !s && i < la_st_count(f); i++) {
@@ -921,7 +911,7 @@ la_status la_model_load(la_model ** out, const char * dir, char * err, size_t er
         bool known = ignorable(m, t->name);
         for (int32_t j = 0; j < m->n_par && !known; j++) known = !strcmp(m->par[j].name, t->name);
         if (!known)
-            s = mfail(err, errlen, LA_STATUS_FORMAT, "%s: unexpected tensor '%s' for this config",
+            s = la_fail(err, errlen, LA_STATUS_FORMAT, "%s: unexpected tensor '%s' for this config",
                       path, t->name);
     }
     la_st_close(f);

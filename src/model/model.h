@@ -253,8 +253,6 @@ la_status la_extra_check(const la_config * c, const char * const * known, char *
                          size_t errlen);
 const la_mixer_vt * la_mixer_vtable(la_mixer k);  // NULL when not built in
 
-#endif  // LA_MODEL_H
-
 // ---------------------------------------------------------------------------------------------
 // Pieces shared by the mixers (src/model/mixer.c)
 
@@ -276,3 +274,62 @@ la_status la_proj_conv_backward(const la_call * c, float * dx, float dx_beta, fl
 la_opts la_mixer_opts(const la_call * c, void * work, size_t work_size);
 // Bytes of a carve of these float counts (each aligned), for work_bytes.
 size_t la_floats_bytes(int n, const int64_t * counts);
+
+// A config error: la_fail with LA_STATUS_INVALID_ARG.
+#define la_cfg_fail(err, errlen, ...) la_fail(err, errlen, LA_STATUS_INVALID_ARG, __VA_ARGS__)
+
+// The q, k, v path of DeltaNet, GDN and KDA (OPS.md 5.2-5.4). Parameter slots 0, 1, 2 hold
+// q_proj, k_proj (key_dim, D) and v_proj (value_dim, D); the convs q_conv1d, k_conv1d,
+// v_conv1d, when present, sit in slots pc, pc + 1, pc + 2 (pc -1: none).
+// Decode cache layout: state (N, HV, dk, dv), then the q, k, v conv caches (N, n, W).
+typedef struct {
+    float *xq, *xk, *xv;  // pre-conv projections (rows, key_dim) x 2, (rows, value_dim)
+    float *q, *k, *v;     // after conv + activation
+} la_qkv_bufs;
+
+// Registers the q, k, v projections (la_qkv_params) or their convs (la_qkv_conv_params),
+// shaped by L->key_dim, L->value_dim and L->W, with fla's names.
+void la_qkv_params(la_model * m, la_layer * L);
+void la_qkv_conv_params(la_model * m, la_layer * L);
+// q, k = qk_act(conv(x W^T)), v = SiLU(conv(x Wv^T)), updating the conv caches of c->cache;
+// *state = the cache's recurrent state (NULL without a cache).
+la_status la_qkv_forward(const la_model * m, const la_layer * L, const la_call * c,
+                         const la_qkv_bufs * b, const float * x, int pc, la_act qk_act,
+                         float ** state);
+// One path's backward (projection slot pw, conv slot pcw or -1, width n): dy is clobbered;
+// dx (rows, D) = beta dx + the path's input gradient.
+la_status la_qkv_path_backward(const la_model * m, const la_layer * L, const la_call * c,
+                               int pw, int pcw, la_act act, int64_t n, float * dx,
+                               float dx_beta, float * dy, float * tmp, const float * xpre,
+                               const float * x);
+// q, k, v backward in that order with SiLU on all three, dx added to; dq, dk, dv clobbered.
+// tmp: rows * max(key_dim, value_dim) floats.
+la_status la_qkv_backward(const la_model * m, const la_layer * L, const la_call * c, int pc,
+                          float * dx, float * dq, float * dk, float * dv, float * tmp,
+                          const la_qkv_bufs * b, const float * x);
+
+// GDN / KDA head dims: H = num_heads, HV = num_v_heads (0: H), dk = head_dim,
+// dv = head_dim expand_v, key_dim = H dk, value_dim = HV dv, W = conv_size. Rejects
+// head_dim <= 0, a head_v that is not a whole number >= 1, and an HV that is not a multiple
+// of H (or, with hv_min_h, is below H).
+la_status la_gva_dims(const la_model * m, la_layer * L, bool hv_min_h, char * err, size_t errlen);
+
+// Workspace of a mixer whose calls carve float scratch (counts: at most 16 counts into n, for
+// the forward or the backward) and hand the rest to an op that may take either form (chunk;
+// recurrent for a T = 1 decode step): the forward's bytes, or the larger of those and the
+// backward's.
+typedef int (*la_counts_fn)(const la_layer * L, int64_t B, int64_t T, bool backward,
+                            int64_t * n);
+typedef size_t (*la_op_size_fn)(const la_layer * L, int64_t B, int64_t T, bool backward,
+                                const la_opts * o);
+size_t la_scratch_work(const la_layer * L, int64_t B, int64_t T, bool backward,
+                       la_counts_fn counts, la_op_size_fn op_size);
+
+// Grouped heads (fla: repeat(k, '... (h d) -> ... (h g) d')), G heads per shared head:
+// la_kv_expand: dst (rows, H, d) from src (rows, H / G, d), head h reads head h / G;
+// la_kv_reduce: dst (rows, H / G, d) = sum of the G heads of src (rows, H, d) that read it,
+// in head order.
+void la_kv_expand(float * dst, const float * src, int64_t rows, int64_t H, int64_t G, int64_t d);
+void la_kv_reduce(float * dst, const float * src, int64_t rows, int64_t H, int64_t G, int64_t d);
+
+#endif  // LA_MODEL_H

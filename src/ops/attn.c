@@ -934,6 +934,13 @@ static void dec_task(const void * ctx, int64_t task, void * scratch) {
         }
         for (int64_t pb = p_lo; pb <= len; pb += AT_PB) {
             const int64_t L = LA_MIN(AT_PB, len + 1 - pb);
+            // The next block's K and V rows: one head's rows sit HKV*K floats apart in the
+            // cache (and wrap around the ring), beyond what the hardware prefetcher follows.
+            for (int64_t pi = 0; pi < LA_MIN(AT_PB, len + 1 - pb - L); pi++) {
+                const int64_t s2 = (pb + L + pi) % cap;
+                la_prefetch_rows(d->kc + ((n * cap + s2) * d->HKV + kvh) * K, 0, 1, K);
+                la_prefetch_rows(d->vc + ((n * cap + s2) * d->HKV + kvh) * V, 0, 1, V);
+            }
             for (int64_t pi = 0; pi < L; pi++) {
                 const float * kp = d->kc + ((n * cap + (pb + pi) % cap) * d->HKV + kvh) * K;
                 for (int64_t hl = 0; hl < hs; hl++)
