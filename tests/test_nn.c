@@ -340,6 +340,15 @@ static void test_linear(void) {
              same(a.dW, b.dW, 600 * 33) && same(a.db, b.db, 600),
              "linear 1 vs 2 threads bitwise (y, dx, dW, db)");
     free(a.y); free(a.dx); free(a.dW); free(a.db); free(b.y); free(b.dx); free(b.dW); free(b.db);
+    // Up to 4 rows (decode steps) take the dot-product path: against the float64 reference
+    // above, and bitwise across thread counts over several 64-column blocks.
+    linear_case(4, 300, 700, true, 0, NULL);
+    save = g_rng;
+    linear_case(3, 200, 900, true, 1, &a);
+    g_rng = save;
+    linear_case(3, 200, 900, true, 2, &b);
+    la_check(same(a.y, b.y, 3 * 900), "linear, 3 rows: 1 vs 2 threads bitwise");
+    free(a.y); free(a.dx); free(a.dW); free(a.db); free(b.y); free(b.dx); free(b.dW); free(b.db);
     float v[4] = { 0 };
     expect_status(la_linear_forward(v, v, v, NULL, 0, 1, 1), LA_STATUS_SHAPE, "linear rows = 0");
     expect_status(la_linear_forward(v, v, v, NULL, 1, -1, 1), LA_STATUS_SHAPE, "linear in < 0");
@@ -869,6 +878,12 @@ static void test_mlp(void) {
     bool eq = true;
     for (int p = 0; p < 5; p++) eq = eq && same(a[p], b[p], ns[p]);
     la_check(eq, "mlp 1 vs 2 threads bitwise (y, dx, dWg, dWu, dWd)");
+    for (int p = 0; p < 5; p++) { free(a[p]); free(b[p]); }
+    save = g_rng;  // 2 rows: the dot-product path of the forward GEMMs
+    mlp_case(2, 64, 600, 1, a);
+    g_rng = save;
+    mlp_case(2, 64, 600, 2, b);
+    la_check(same(a[0], b[0], 2 * 64), "mlp, 2 rows: 1 vs 2 threads bitwise");
     for (int p = 0; p < 5; p++) { free(a[p]); free(b[p]); }
     float v[4] = { 0 };
     la_check(la_mlp_workspace_size(0, 4, 4) == 0 &&

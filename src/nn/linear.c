@@ -61,9 +61,35 @@ void la_nn_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t Kd,
 }
 
 // Activation GEMM: C (M, N) = op(A) op(B), M = rows.
+// A few rows (decode steps): C = A B^T is bound by reading B (the weight) once, which a GEMM
+// call does at a fraction of the bandwidth. Each output is the dot product of one contiguous
+// row of B with a row of A, in 16 fixed lanes; columns are split in fixed blocks, so the result
+// does not depend on the thread count.
+#define GEMV_ROWS 4
+#define GEMV_BLOCK 64
+
+LA_CLONES
+static void gemv_block(int64_t M, int64_t N, int64_t Kd, const float * A, int64_t lda,
+                       const float * B, int64_t ldb, float beta, float * C, int64_t ldc,
+                       int64_t n0) {
+    const int64_t n1 = LA_MIN(N, n0 + GEMV_BLOCK);
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t r = 0; r < M; r++) {
+            const float d = la_dot_lanes(B + n * ldb, A + r * lda, Kd);
+            C[r * ldc + n] = beta != 0.0f ? C[r * ldc + n] + d : d;
+        }
+}
+
 static void gemm_act(bool trans_b, int64_t M, int64_t N, int64_t Kd, const float * A,
                      int64_t lda, const float * B, int64_t ldb, float beta, float * C,
                      int64_t ldc) {
+    if (trans_b && M <= GEMV_ROWS) {
+        const int64_t nb = (N + GEMV_BLOCK - 1) / GEMV_BLOCK;
+#pragma omp parallel for schedule(static) num_threads(la_nn_threads(nb, N * Kd))
+        for (int64_t blk = 0; blk < nb; blk++)
+            gemv_block(M, N, Kd, A, lda, B, ldb, beta, C, ldc, blk * GEMV_BLOCK);
+        return;
+    }
     la_nn_gemm(false, trans_b, M, N, Kd, A, lda, B, ldb, beta, C, ldc, LA_NN_GEMM_ROWS,
                LA_NN_GEMM_COLS);
 }
@@ -103,6 +129,7 @@ la_status la_linear_forward(float * y, const float * x, const float * W, const f
                             int64_t rows, int64_t in, int64_t out) {
     if (rows <= 0 || in <= 0 || out <= 0) return LA_STATUS_SHAPE;
     if (!y || !x || !W) return LA_STATUS_INVALID_ARG;
+
     // torch.addmm(b, x, W^T): y starts as b in every row and the GEMM adds x W^T (beta = 1).
     if (b) {
 #pragma omp parallel for schedule(static) num_threads(la_nn_threads(rows, rows * out))
