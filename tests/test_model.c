@@ -154,6 +154,8 @@ static void bad_configs(void) {
         { "{\"model_type\":\"gated_deltanet\",\"attn\":5}", "attn" },
         { "{\"model_type\":\"transformer\",\"hidden_size\":30,\"num_heads\":4}", "num_heads" },
         { "{\"model_type\":\"gated_deltanet\",\"bos_token_id\":99999999}", "bos_token_id" },
+        { "{\"model_type\":\"gated_deltanet\",\"num_heads\":6,\"num_v_heads\":-6}", "num_v_heads" },
+        { "{\"model_type\":\"transformer\",\"num_kv_heads\":-1}", "num_kv_heads" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[512] = "";

@@ -59,7 +59,7 @@ int cmd_bench_model(int argc, char ** argv) {
     printf("\nmodel: %s, hidden 320, GDN 2 heads x 128, attention 5 heads x 64, byte vocab: "
            "%.2f M parameters\n", hyb, (double)la_model_num_params(m) / 1e6);
     const int64_t T = 2048, B = 2;
-    int64_t * ids = malloc((size_t)(8 * maxT) * 8), *lab = malloc((size_t)(B * T) * 8);
+    int64_t * ids = malloc((size_t)LA_MAX(maxT, 8 * T) * 8), *lab = malloc((size_t)(B * T) * 8);
     if (!ids || !lab) cli_die("out of memory");
     fill(ids, B * T);
     fill(lab, B * T);

@@ -7,6 +7,7 @@
 #include "lm.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -36,6 +37,16 @@ void task_open(lm_task * t) {
         char err[512];
         if (!t->data[0]) cli_die("--task text needs --data FILE");
         if (la_text_open(&t->text, t->data, t->val_frac, err, sizeof err)) cli_die("%s", err);
+        // the checkpoint records the absolute path and the size, so a resume from another
+        // directory reads the same file and a changed file is noticed
+        char abs[PATH_MAX];
+        if (realpath(t->data, abs) && strlen(abs) < sizeof t->data)
+            snprintf(t->data, sizeof t->data, "%s", abs);
+        const int64_t n = la_text_tokens(t->text, false) + la_text_tokens(t->text, true);
+        if (t->data_tokens && t->data_tokens != n)
+            cli_die("%s: holds %lld tokens, the checkpoint was trained on %lld (the file changed)",
+                    t->data, (long long)n, (long long)t->data_tokens);
+        t->data_tokens = n;
         if (la_text_tokens(t->text, false) < t->seq_len + 1)
             cli_die("%s: the training split has %lld tokens; --seq-len %lld needs at least %lld",
                     t->data, (long long)la_text_tokens(t->text, false), (long long)t->seq_len,
@@ -43,6 +54,7 @@ void task_open(lm_task * t) {
     } else {
         char err[256];
         if (la_mqar_check(&t->mqar, err, sizeof err)) cli_die("%s", err);
+        if (t->eval_examples < 1) cli_die("--eval-examples: mqar needs at least 1 example");
         t->seq_len = t->mqar.seq_len;
     }
 }
@@ -120,6 +132,7 @@ char * lm_state_json(const lm_task * t, const lm_hparams * h, int64_t step, doub
     cJSON_AddStringToObject(o, "task", t->kind == TASK_TEXT ? "text" : "mqar");
     if (t->kind == TASK_TEXT) {
         cJSON_AddStringToObject(o, "data", t->data);
+        cJSON_AddNumberToObject(o, "data_tokens", (double)t->data_tokens);
         cJSON_AddNumberToObject(o, "val_frac", t->val_frac);
     } else {
         put_mqar(o, &t->mqar);
@@ -172,6 +185,8 @@ bool lm_state_read(const char * dir, lm_task * t, lm_hparams * h, int64_t * step
             cli_die("%s: 'data' is missing", path);
         snprintf(t->data, sizeof t->data, "%s", d->valuestring);
         t->val_frac = jnum(o, "val_frac", path);
+        const cJSON * dt = cJSON_GetObjectItemCaseSensitive(o, "data_tokens");
+        t->data_tokens = cJSON_IsNumber(dt) ? (int64_t)dt->valuedouble : 0;
     } else if (!strcmp(task->valuestring, "mqar")) {
         t->kind = TASK_MQAR;
         t->mqar.vocab = (int64_t)jnum(o, "mqar_vocab", path);
@@ -250,8 +265,11 @@ int cmd_eval(int argc, char ** argv) {
                (long long)t.mqar.vocab, (long long)task_eval_batches(&t, B) * B, loss, acc,
                cli_now() - t0);
     else
-        printf("%s: text %s (validation split): loss %.4f  perplexity %.3f  bits/byte %.4f  "
-               "(%.1f s)\n", dir, t.data, loss, exp(loss), loss / log(2.0), cli_now() - t0);
+        printf("%s: text %s (validation split, %lld of %lld windows of %lld tokens): loss %.4f  "
+               "perplexity %.3f  bits/byte %.4f  (%.1f s)\n", dir, t.data,
+               (long long)LA_MIN(task_eval_batches(&t, B) * B, la_text_windows(t.text, true, t.seq_len)),
+               (long long)la_text_windows(t.text, true, t.seq_len), (long long)t.seq_len, loss,
+               exp(loss), loss / log(2.0), cli_now() - t0);
     la_text_close(t.text);
     la_model_free(m);
     return 0;
@@ -284,8 +302,8 @@ bool task_flag(lm_task * t, const char * a, const char * v) {
         t->mqar.random_non_queries = !strcmp(v, "random");
     } else if (!strcmp(a, "--val-frac")) {
         t->val_frac = cli_parse_double(a, v, 0.0, 0.5);
-    } else if (!strcmp(a, "--eval-examples")) {
-        t->eval_examples = cli_parse_int(a, v, 1, 1 << 24);
+    } else if (!strcmp(a, "--eval-examples")) {  // text: 0 = the whole validation split
+        t->eval_examples = cli_parse_int(a, v, 0, 1 << 24);
     } else {
         return false;
     }

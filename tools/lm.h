@@ -24,6 +24,7 @@ typedef struct lm_task {
     la_text *   text;
     int64_t     seq_len;        // T (MQAR: its N)
     int64_t     eval_examples;  // evaluation set size (MQAR examples; text windows, 0 = all)
+    int64_t     data_tokens;    // text: tokens the checkpoint was trained on (0: unknown)
     uint64_t    seed;
 } lm_task;
 

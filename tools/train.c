@@ -73,12 +73,14 @@ char * lm_arch_json(const lm_arch * a) {
         k += snprintf(j + k, 16384 - (size_t)k, ", \"num_heads\": %lld, \"num_kv_heads\": %lld",
                       (long long)a->attn_heads, (long long)a->attn_kv_heads);
         if (a->window) k += snprintf(j + k, 16384 - (size_t)k, ", \"window_size\": %lld", (long long)a->window);
-    } else if (!strcmp(lin, "mamba2") || !strcmp(lin, "rwkv7")) {
-        // heads follow from the width: Mamba2 expand * hidden / head_dim, RWKV-7 hidden / head_dim
-        k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld", (long long)a->head_dim);
-    } else if (!strcmp(lin, "mamba")) {
     } else {
-        k += snprintf(j + k, 16384 - (size_t)k, ", \"num_heads\": %lld", (long long)a->heads);
+        if (!strcmp(lin, "mamba2") || !strcmp(lin, "rwkv7")) {
+            // heads follow from the width: Mamba2 expand * hidden / head_dim, RWKV-7 hidden /
+            // head_dim
+            k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld", (long long)a->head_dim);
+        } else if (strcmp(lin, "mamba")) {
+            k += snprintf(j + k, 16384 - (size_t)k, ", \"num_heads\": %lld", (long long)a->heads);
+        }
         if (!strcmp(lin, "gdn") || !strcmp(lin, "kda"))
             k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld, \"expand_v\": %g",
                           (long long)a->head_dim, a->expand_v);
@@ -86,6 +88,7 @@ char * lm_arch_json(const lm_arch * a) {
             k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_ratio\": null");
         if (!strcmp(lin, "deltanet") || !strcmp(lin, "gla"))
             k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_v\": %g", a->expand_v);
+        // every linear family gets the hybrid spec (a family that cannot run it says so)
         if (attn_layers[0]) {
             k += snprintf(j + k, 16384 - (size_t)k,
                           ", \"attn\": {\"layers\": [%s], \"num_heads\": %lld, \"num_kv_heads\": %lld",
@@ -207,7 +210,8 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
               double * val_loss, double * val_acc) {
     const int64_t B = h->batch, T = t->seq_len, A = h->grad_accum;
     int64_t * ids = malloc((size_t)(B * T) * 8), *lab = malloc((size_t)(B * T) * 8);
-    if (!ids || !lab) cli_die("out of memory");
+    int64_t * counts = malloc((size_t)A * sizeof *counts);  // labelled positions per micro-batch
+    if (!ids || !lab || !counts) cli_die("out of memory");
     if (la_model_reserve(m, B, T, true)) cli_die("train: cannot reserve memory for B=%lld T=%lld",
                                                   (long long)B, (long long)T);
     strbuf log = { 0 };
@@ -218,18 +222,18 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
     for (int64_t step = start; step < h->steps; step++) {
         la_model_zero_grad(m);
         // micro-batches: the loss is the mean over every counted position of the step
-        int64_t counts[256], total = 0;
+        int64_t total = 0;
         for (int64_t a = 0; a < A; a++) {
             task_batch(t, ids, lab, B, step * A + a, false);
             int64_t c = 0;
             for (int64_t i = 0; i < B * T; i++) c += lab[i] != LA_IGNORE_INDEX;
-            if (a < 256) counts[a] = c;
+            counts[a] = c;
             total += c;
         }
         double loss = 0;
         for (int64_t a = 0; a < A; a++) {
             if (A > 1) task_batch(t, ids, lab, B, step * A + a, false);
-            const float wgt = total ? (float)((double)counts[LA_MIN(a, 255)] / (double)total) : 0.0f;
+            const float wgt = total ? (float)((double)counts[a] / (double)total) : 0.0f;
             double l;
             int64_t c;
             const la_status s = la_model_loss(m, &l, &c, ids, lab, B, T, true, wgt);
@@ -241,6 +245,9 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
             cli_die("train: step %lld: the loss is %g; the last checkpoint is kept (lower --lr?)",
                     (long long)step + 1, loss);
         const double gn = la_model_clip_grad(m, h->clip);
+        if (!isfinite(gn))
+            cli_die("train: step %lld: the gradient norm is %g; the last checkpoint is kept "
+                    "(lower --lr?)", (long long)step + 1, gn);
         const double lr = la_lr_schedule(step, h->steps, h->warmup, h->lr, h->min_lr);
         if (la_model_adamw(m, lr, &h->opt, step + 1)) cli_die("train: optimizer failed");
         tokens += A * B * T;
@@ -268,6 +275,7 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
     free(log.buf);
     free(ids);
     free(lab);
+    free(counts);
     *val_loss = vl;
     *val_acc = va;
 }
@@ -293,7 +301,9 @@ static void usage_train(void) {
            "  --clip X (1.0, 0 = off)  --seed N (1)\n"
            "run:\n"
            "  --out DIR            checkpoint directory (replaced atomically at every save)\n"
-           "  --resume DIR         continue the run saved in DIR (hyperparameters come from it)\n"
+           "  --resume DIR         continue the run saved in DIR (hyperparameters come from it; the\n"
+           "                       loss curve continues bit for bit unless --steps changes the\n"
+           "                       schedule's length)\n"
            "  --log FILE.csv       per-step log    --eval-every N (steps/10)  --save-every N (eval-every)\n"
            "  --stop-after N       checkpoint and stop after step N (resume later with --resume)\n"
            "  --threads N          --quiet\n");
@@ -311,7 +321,7 @@ int cmd_train(int argc, char ** argv) {
                   .expand_v = 1, .attn_heads = 0, .attn_kv_heads = 0 };
     lm_run r = { .eval_every = -1, .save_every = -1 };
     const char * config = NULL, *resume = NULL;
-    int n_hparam_flags = 0;
+    int n_hparam_flags = 0, n_arch_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char * f = argv[i];
         const char * v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -321,17 +331,17 @@ int cmd_train(int argc, char ** argv) {
             return 0;
         } else if (!strcmp(f, "--config")) config = v;
         else if (!strcmp(f, "--resume")) resume = v;
-        else if (!strcmp(f, "--layers")) a.layers = v;
-        else if (!strcmp(f, "--model")) a.model = v;
-        else if (!strcmp(f, "--num-layers")) a.num_layers = cli_parse_int(f, v, 1, 1024);
-        else if (!strcmp(f, "--hidden")) a.hidden = cli_parse_int(f, v, 1, 65536);
-        else if (!strcmp(f, "--heads")) a.heads = cli_parse_int(f, v, 1, 4096);
-        else if (!strcmp(f, "--head-dim")) a.head_dim = cli_parse_int(f, v, 1, 4096);
-        else if (!strcmp(f, "--expand-v")) a.expand_v = cli_parse_double(f, v, 0.01, 64);
-        else if (!strcmp(f, "--attn-heads")) a.attn_heads = cli_parse_int(f, v, 1, 4096);
-        else if (!strcmp(f, "--attn-kv-heads")) a.attn_kv_heads = cli_parse_int(f, v, 1, 4096);
-        else if (!strcmp(f, "--window")) a.window = cli_parse_int(f, v, 0, 1 << 30);
-        else if (!strcmp(f, "--tie")) a.tie = true, val = false;
+        else if (!strcmp(f, "--layers")) a.layers = v, n_arch_flags++;
+        else if (!strcmp(f, "--model")) a.model = v, n_arch_flags++;
+        else if (!strcmp(f, "--num-layers")) a.num_layers = cli_parse_int(f, v, 1, 1024), n_arch_flags++;
+        else if (!strcmp(f, "--hidden")) a.hidden = cli_parse_int(f, v, 1, 65536), n_arch_flags++;
+        else if (!strcmp(f, "--heads")) a.heads = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
+        else if (!strcmp(f, "--head-dim")) a.head_dim = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
+        else if (!strcmp(f, "--expand-v")) a.expand_v = cli_parse_double(f, v, 0.01, 64), n_arch_flags++;
+        else if (!strcmp(f, "--attn-heads")) a.attn_heads = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
+        else if (!strcmp(f, "--attn-kv-heads")) a.attn_kv_heads = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
+        else if (!strcmp(f, "--window")) a.window = cli_parse_int(f, v, 0, 1 << 30), n_arch_flags++;
+        else if (!strcmp(f, "--tie")) a.tie = true, val = false, n_arch_flags++;
         else if (!strcmp(f, "--out")) r.out = v;
         else if (!strcmp(f, "--log")) r.log = v;
         else if (!strcmp(f, "--eval-every")) r.eval_every = cli_parse_int(f, v, 0, INT64_MAX);
@@ -351,7 +361,8 @@ int cmd_train(int argc, char ** argv) {
             else if (!strcmp(f, "--beta1")) h.opt.beta1 = cli_parse_double(f, v, 0, 0.999999);
             else if (!strcmp(f, "--beta2")) h.opt.beta2 = cli_parse_double(f, v, 0, 0.9999999);
             else if (!strcmp(f, "--clip")) h.clip = cli_parse_double(f, v, 0, 1e9);
-            else if (!strcmp(f, "--seed")) t.seed = (uint64_t)cli_parse_int(f, v, 0, INT64_MAX);
+            // at most 2^53: trainer_state.json keeps the seed as a JSON number (a double)
+            else if (!strcmp(f, "--seed")) t.seed = (uint64_t)cli_parse_int(f, v, 0, 1LL << 53);
             else if (task_flag(&t, f, v)) {
             } else cli_die("train: unknown flag '%s' (see linattn train --help)", f);
         }
@@ -360,11 +371,22 @@ int cmd_train(int argc, char ** argv) {
             i++;
         }
     }
+    if (config && n_arch_flags)
+        cli_die("train: --config %s gives the architecture; drop --layers/--model/--hidden/... "
+                "(or drop --config)", config);
+    // a log inside the checkpoint directory would make it not a checkpoint (never replaced)
+    if (r.log && (r.out || resume)) {
+        const char * o = r.out ? r.out : resume;
+        const size_t n = strlen(o);
+        if (!strncmp(r.log, o, n) && (r.log[n] == '/' || (n && o[n - 1] == '/')))
+            cli_die("train: --log %s is inside the checkpoint directory %s; put it next to it",
+                    r.log, o);
+    }
     la_model * m = NULL;
     int64_t start = 0;
     char err[512];
     if (resume) {
-        if (config || n_hparam_flags)
+        if (config || n_hparam_flags || n_arch_flags)
             cli_die("train: --resume takes the model, task and hyperparameters from %s; only "
                     "--steps, --out, --log, --eval-every, --save-every, --stop-after, --threads, --quiet "
                     "apply",
@@ -396,9 +418,9 @@ int cmd_train(int argc, char ** argv) {
             if (!a.attn_kv_heads) a.attn_kv_heads = a.attn_heads;
             json = lm_arch_json(&a);
         }
-        if (la_model_from_json(&m, json, err, sizeof err))
-            cli_die("%s%s%s", config ? config : "", config ? ": " : "", err);
+        const la_status st = la_model_from_json(&m, json, err, sizeof err);
         free(json);
+        if (st) cli_die("%s%s%s", config ? config : "", config ? ": " : "", err);
         la_model_init(m, t.seed);
         if (h.min_lr < 0) h.min_lr = h.lr / 10;
         if (h.warmup < 0) h.warmup = h.steps / 20;
@@ -407,7 +429,10 @@ int cmd_train(int argc, char ** argv) {
         cli_die("train: the task's vocabulary (%lld) exceeds the model's vocab_size (%lld)",
                 (long long)task_vocab(&t), (long long)la_model_vocab(m));
     if (r.eval_every < 0) r.eval_every = LA_MAX(1, h.steps / 10);
-    if (r.save_every < 0) r.save_every = r.eval_every;
+    if (r.save_every < 0) r.save_every = r.eval_every > 0 ? r.eval_every : LA_MAX(1, h.steps / 10);
+    if (r.stop_after > 0 && r.stop_after <= start)
+        cli_die("train: --stop-after %lld is not after the checkpoint's step %lld",
+                (long long)r.stop_after, (long long)start);
     if (!r.quiet)
         fprintf(stderr, "model: %.2f M parameters, %lld layers; task %s, T=%lld, batch %lld x %lld\n",
                 (double)la_model_num_params(m) / 1e6, (long long)la_model_layers(m),

@@ -377,6 +377,9 @@ static la_status check_config(la_config * c, char * err, size_t errlen) {
     }
     NEED(c->conv_size >= 1 && c->conv_size <= 64, "config: 'conv_size' must be in [1, 64]");
     NEED(c->window_size >= 0, "config: 'window_size' must be > 0 or null");
+    NEED(c->num_kv_heads >= 0, "config: 'num_kv_heads' must be > 0 or null");
+    NEED(c->num_v_heads >= 0, "config: 'num_v_heads' must be > 0 or null");
+    NEED(c->head_dim >= 0, "config: 'head_dim' must be > 0");
     NEED(c->rope_theta > 0, "config: 'rope_theta' must be > 0");
     return LA_STATUS_OK;
 #undef NEED

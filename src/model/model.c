@@ -60,11 +60,22 @@ int32_t la_layer_param(la_model * m, la_layer * L, const char * suffix, int32_t 
         m->par = p;
         m->cap_par = cap;
     }
-    if (L && L->np == LA_MAX_LAYER_PARAMS) return -1;
+    if (L && L->np == LA_MAX_LAYER_PARAMS) {
+        m->n_param_fail++;
+        return -1;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 1) {
+            m->n_param_fail++;
+            return -1;
+        }
     la_param * p = &m->par[m->n_par];
     memset(p, 0, sizeof *p);
     const int n = snprintf(p->name, sizeof p->name, "%s%s", L ? L->prefix : "", suffix);
-    if (n < 0 || n >= (int)sizeof p->name || ndim < 1 || ndim > 4) return -1;
+    if (n < 0 || n >= (int)sizeof p->name || ndim < 1 || ndim > 4) {
+        m->n_param_fail++;
+        return -1;
+    }
     p->ndim = ndim;
     p->numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -224,6 +235,9 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
     for (int32_t i = 0; i < m->n_seq && !s; i++)
         if (m->seq[i]->vt && m->seq[i]->vt->shared_floats)
             m->shared_floats = LA_MAX(m->shared_floats, m->seq[i]->vt->shared_floats(m->seq[i]));
+    if (!s && m->n_param_fail)
+        s = la_fail(err, errlen, LA_STATUS_INVALID_ARG, "model: %d parameter tensor(s) could not "
+                    "be registered (a dimension below 1, or a name too long)", m->n_param_fail);
     if (!s && !(m->w = calloc(m->n_floats, sizeof(float)))) s = LA_STATUS_NOMEM;
     if (s) {
         if (s == LA_STATUS_NOMEM) la_fail(err, errlen, s, "model: out of memory");
@@ -700,10 +714,11 @@ static la_status ckpt_replaceable(const char * dir, char * err, size_t errlen) {
     if (!d) return la_fail(err, errlen, LA_STATUS_IO, "%s: exists and is not a directory", dir);
     struct dirent * e;
     la_status s = LA_STATUS_OK;
-    bool has_config = false;
+    bool has_weights = false, empty = true;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (!strcmp(e->d_name, "config.json")) has_config = true;
+        empty = false;
+        if (!strcmp(e->d_name, "model.safetensors")) has_weights = true;
         if (!is_ckpt_file(e->d_name)) {
             s = la_fail(err, errlen, LA_STATUS_IO,
                       "%s: refusing to replace a directory that holds '%s' (not a linattn "
@@ -712,7 +727,9 @@ static la_status ckpt_replaceable(const char * dir, char * err, size_t errlen) {
         }
     }
     closedir(d);
-    (void)has_config;
+    if (!s && !empty && !has_weights)
+        s = la_fail(err, errlen, LA_STATUS_IO, "%s: refusing to replace a directory without "
+                    "model.safetensors (not a linattn checkpoint)", dir);
     return s;
 }
 
@@ -760,6 +777,9 @@ la_status la_model_save(const la_model * m, const char * dir, la_save_hook hook,
                         char * err, size_t errlen) {
     if (!m || !dir || !*dir) return la_fail(err, errlen, LA_STATUS_INVALID_ARG, "save: no directory");
     struct stat st;
+    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+        return la_fail(err, errlen, LA_STATUS_IO, "%s: is a symbolic link; give the directory "
+                       "it points to", dir);
     const bool exists = stat(dir, &st) == 0;
     if (exists) {
         la_status s = ckpt_replaceable(dir, err, errlen);

@@ -185,6 +185,7 @@ struct la_model {
     int32_t    p_norm_b;    // final norm bias (-1: none)
     la_param * par;         // (n_par)
     int32_t    n_par, cap_par;
+    int32_t    n_param_fail;  // registrations that failed (model_build reports them)
     size_t     n_floats;    // arena length
     float *    w;           // parameters
     float *    g;           // gradients (NULL until la_model_reserve with training)

@@ -46,13 +46,19 @@ double la_model_clip_grad(la_model * m, double clip) {
     return norm;
 }
 
+// Both moment arenas or neither (a failed allocation leaves none behind).
+static bool alloc_moments(la_model * m) {
+    m->m1 = calloc(m->n_floats, sizeof(float));
+    m->m2 = calloc(m->n_floats, sizeof(float));
+    if (m->m1 && m->m2) return true;
+    free(m->m1), free(m->m2);
+    m->m1 = m->m2 = NULL;
+    return false;
+}
+
 la_status la_model_adamw(la_model * m, double lr, const la_adamw * o, int64_t t) {
     if (!m || !o || !m->g || t < 1) return LA_STATUS_INVALID_ARG;
-    if (!m->m1) {
-        m->m1 = calloc(m->n_floats, sizeof(float));
-        m->m2 = calloc(m->n_floats, sizeof(float));
-        if (!m->m1 || !m->m2) return LA_STATUS_NOMEM;
-    }
+    if (!m->m1 && !alloc_moments(m)) return LA_STATUS_NOMEM;
     // torch.optim.AdamW: w <- w (1 - lr wd); m, v moments; w <- w - lr mhat / (sqrt(vhat) + eps)
     const double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);
     const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
@@ -117,11 +123,7 @@ la_status la_model_optim_load(la_model * m, const char * path, int64_t * step, c
                      "a different parameter layout)", path);
         return LA_STATUS_FORMAT;
     }
-    if (!m->m1) {
-        m->m1 = calloc(m->n_floats, sizeof(float));
-        m->m2 = calloc(m->n_floats, sizeof(float));
-    }
-    s = !m->m1 || !m->m2 ? LA_STATUS_NOMEM : LA_STATUS_OK;
+    s = m->m1 || alloc_moments(m) ? LA_STATUS_OK : LA_STATUS_NOMEM;
     if (!s) s = la_st_read_f32(f, a, m->m1, a->numel, err, errlen);
     if (!s) s = la_st_read_f32(f, b, m->m2, b->numel, err, errlen);
     if (!s) s = la_st_read_i64(f, t, step, 1, err, errlen);
