@@ -932,30 +932,36 @@ static void dec_task(const void * ctx, int64_t task, void * scratch) {
             l[hl] = 0.0f;
             memset(d->o + (n * d->HQ + h0 + hl) * V, 0, (size_t)V * sizeof(float));
         }
+        // Ring slots without a division per position: one modulo per decode step, then a
+        // wrapping counter (slot of position p is p % cap).
+        int64_t sb = p_lo % cap;
         for (int64_t pb = p_lo; pb <= len; pb += AT_PB) {
             const int64_t L = LA_MIN(AT_PB, len + 1 - pb);
+            const float * kp[AT_PB], *vp[AT_PB];
+            for (int64_t pi = 0, sl = sb; pi < L; pi++, sl = sl + 1 == cap ? 0 : sl + 1) {
+                kp[pi] = d->kc + ((n * cap + sl) * d->HKV + kvh) * K;
+                vp[pi] = d->vc + ((n * cap + sl) * d->HKV + kvh) * V;
+            }
+            sb = (sb + L) % cap;
             // The next block's K and V rows: one head's rows sit HKV*K floats apart in the
             // cache (and wrap around the ring), beyond what the hardware prefetcher follows.
-            for (int64_t pi = 0; pi < LA_MIN(AT_PB, len + 1 - pb - L); pi++) {
-                const int64_t s2 = (pb + L + pi) % cap;
-                la_prefetch_rows(d->kc + ((n * cap + s2) * d->HKV + kvh) * K, 0, 1, K);
-                la_prefetch_rows(d->vc + ((n * cap + s2) * d->HKV + kvh) * V, 0, 1, V);
+            const int64_t Ln = LA_MIN(AT_PB, len + 1 - pb - L);
+            for (int64_t pi = 0, sl = sb; pi < Ln; pi++, sl = sl + 1 == cap ? 0 : sl + 1) {
+                la_prefetch_rows(d->kc + ((n * cap + sl) * d->HKV + kvh) * K, 0, 1, K);
+                la_prefetch_rows(d->vc + ((n * cap + sl) * d->HKV + kvh) * V, 0, 1, V);
             }
-            for (int64_t pi = 0; pi < L; pi++) {
-                const float * kp = d->kc + ((n * cap + (pb + pi) % cap) * d->HKV + kvh) * K;
+            for (int64_t pi = 0; pi < L; pi++)
                 for (int64_t hl = 0; hl < hs; hl++)
-                    S[hl][pi] = d->scale * la_dot_lanes(d->q + (n * d->HQ + h0 + hl) * K, kp, K);
-            }
+                    S[hl][pi] = d->scale * la_dot_lanes(d->q + (n * d->HQ + h0 + hl) * K, kp[pi], K);
             for (int64_t hl = 0; hl < hs; hl++)
                 softmax_update(S[hl], 1, L, AT_PB, &m[hl], &l[hl],
                                d->o + (n * d->HQ + h0 + hl) * V, V);
             for (int64_t pi = 0; pi < L; pi++) {
-                const float * restrict vp =
-                    d->vc + ((n * cap + (pb + pi) % cap) * d->HKV + kvh) * V;
+                const float * restrict v = vp[pi];
                 for (int64_t hl = 0; hl < hs; hl++) {
                     float * restrict oh = d->o + (n * d->HQ + h0 + hl) * V;
                     const float p = S[hl][pi];
-                    for (int64_t e = 0; e < V; e++) oh[e] += p * vp[e];
+                    for (int64_t e = 0; e < V; e++) oh[e] += p * v[e];
                 }
             }
         }
