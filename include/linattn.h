@@ -818,6 +818,41 @@ LA_API la_status la_mqar_check(const la_mqar_cfg * cfg, char * err, size_t errle
 LA_API la_status la_mqar_generate(int64_t * inputs, int64_t * labels, const la_mqar_cfg * cfg,
                                   uint64_t seed, int64_t first, int64_t n);
 
+// Selective copying (ALGORITHMS.md 9.2, Gu & Dao 2023): M data tokens uniform in [1, A-2] at M
+// sorted distinct random positions among the first L + M (the rest 0 = noise), then M markers
+// (A - 1). At marker j the label is data token j (in order); every other label is
+// LA_IGNORE_INDEX. plain: the data tokens come first (the copying task). seq_len = L + 2 M.
+typedef struct la_selcopy_cfg {
+    int64_t vocab;       // A >= 3
+    int64_t num_tokens;  // M >= 1
+    int64_t noise_len;   // L >= 0
+    bool    plain;
+} la_selcopy_cfg;
+LA_API la_status la_selcopy_check(const la_selcopy_cfg * cfg, char * err, size_t errlen);
+LA_API int64_t   la_selcopy_len(const la_selcopy_cfg * cfg);  // L + 2 M; -1 when cfg is invalid
+LA_API la_status la_selcopy_generate(int64_t * inputs, int64_t * labels,
+                                     const la_selcopy_cfg * cfg, uint64_t seed, int64_t first,
+                                     int64_t n);
+
+// Passkey retrieval without a tokenizer (ALGORITHMS.md 9.4): filler tokens uniform in the key
+// vocabulary [1, Vc/2) except the key, one key token followed by value_len value tokens (from
+// [Vc/2, Vc)) at relative depth `depth` of the context, and at the end the key again followed
+// by the value: the labels are the value tokens at the positions that predict them (the final
+// key and the value's first value_len - 1 tokens); every other label is LA_IGNORE_INDEX.
+// With F = N - 2 value_len - 1 filler tokens, the needle starts at p = floor(depth F + 1/2)
+// (depth 0: first in the sequence; 1: right before the final key); depth < 0 draws p uniformly
+// from [0, F] per example.
+typedef struct la_passkey_cfg {
+    int64_t vocab;      // Vc >= 6 (a key and at least one other filler token in [1, Vc/2))
+    int64_t seq_len;    // N >= 2 (value_len + 1) + 1
+    int64_t value_len;  // >= 1
+    double  depth;      // [0, 1], or < 0 for uniform per example
+} la_passkey_cfg;
+LA_API la_status la_passkey_check(const la_passkey_cfg * cfg, char * err, size_t errlen);
+LA_API la_status la_passkey_generate(int64_t * inputs, int64_t * labels,
+                                     const la_passkey_cfg * cfg, uint64_t seed, int64_t first,
+                                     int64_t n);
+
 // Byte-level text: tokens are the file's bytes (0..255) after one BOS; the file must be valid
 // UTF-8 (checked, the error names the byte offset). The first (1 - val_frac) of the tokens
 // are the training split, the rest the validation split.
