@@ -124,32 +124,25 @@ typedef struct {
     float *xq, *xk, *xv, *q1, *k1, *v, *qn, *kn, *sq, *sk, *b, *beta, *o, *gt, *on;
 } dn_act;
 
-// Carves n floats at *off from base (base NULL: only counts).
-static float * take(float * base, int64_t * off, int64_t n) {
-    float * p = base ? base + *off : NULL;
-    *off += n;
-    return p;
-}
-
 static dn_act act_of(const la_layer * L, float * base, int64_t rows, int64_t * total) {
     const dn_mode d = mode_of(L);
     const int64_t Dk = L->key_dim, Dv = L->value_dim, H = L->H;
-    int64_t n = 0;
+    la_carver cv = { (char *)base, 0 };  // base NULL: counts only
     dn_act a;
-    a.xq = take(base, &n, rows * Dk), a.xk = take(base, &n, rows * Dk);
-    a.xv = take(base, &n, rows * Dv);
-    a.q1 = take(base, &n, rows * Dk), a.k1 = take(base, &n, rows * Dk);
-    a.v = take(base, &n, rows * Dv);
-    a.qn = d.post ? take(base, &n, rows * Dk) : a.q1;
-    a.kn = d.post ? take(base, &n, rows * Dk) : a.k1;
-    a.sq = d.sum ? take(base, &n, rows * H) : NULL;
-    a.sk = d.sum ? take(base, &n, rows * H) : NULL;
-    a.b = d.beta ? take(base, &n, rows * H) : NULL;
-    a.beta = d.beta_buf ? take(base, &n, rows * H) : NULL;
-    a.o = take(base, &n, rows * Dv);
-    a.gt = d.gate ? take(base, &n, rows * Dv) : NULL;
-    a.on = take(base, &n, rows * Dv);
-    if (total) *total = n;
+    a.xq = la_carve_f(&cv, rows * Dk), a.xk = la_carve_f(&cv, rows * Dk);
+    a.xv = la_carve_f(&cv, rows * Dv);
+    a.q1 = la_carve_f(&cv, rows * Dk), a.k1 = la_carve_f(&cv, rows * Dk);
+    a.v = la_carve_f(&cv, rows * Dv);
+    a.qn = d.post ? la_carve_f(&cv, rows * Dk) : a.q1;
+    a.kn = d.post ? la_carve_f(&cv, rows * Dk) : a.k1;
+    a.sq = d.sum ? la_carve_f(&cv, rows * H) : NULL;
+    a.sk = d.sum ? la_carve_f(&cv, rows * H) : NULL;
+    a.b = d.beta ? la_carve_f(&cv, rows * H) : NULL;
+    a.beta = d.beta_buf ? la_carve_f(&cv, rows * H) : NULL;
+    a.o = la_carve_f(&cv, rows * Dv);
+    a.gt = d.gate ? la_carve_f(&cv, rows * Dv) : NULL;
+    a.on = la_carve_f(&cv, rows * Dv);
+    if (total) *total = (int64_t)(cv.used / sizeof(float));
     return a;
 }
 

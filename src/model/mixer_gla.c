@@ -206,30 +206,23 @@ typedef struct {
     float *xq, *q1, *qf, *xk, *k1, *kf, *xv, *v1, *h16, *gkr, *gk, *o, *gt, *on;
 } gl_act;
 
-// Carves n floats at *off from base (base NULL: only counts).
-static float * take(float * base, int64_t * off, int64_t n) {
-    float * p = base ? base + *off : NULL;
-    *off += n;
-    return p;
-}
-
 static gl_act act_of(const la_layer * L, float * base, int64_t rows, int64_t * total) {
     const int64_t Dk = L->key_dim, Dv = L->value_dim;
     const int64_t Dkg = L->HKV * L->dk, Dvg = L->HKV * L->dv;
     const bool fm = L->F != FM_NONE;
-    int64_t n = 0;
+    la_carver cv = { (char *)base, 0 };  // base NULL: counts only
     gl_act a;
-    a.xq = take(base, &n, rows * Dk), a.q1 = take(base, &n, rows * Dk);
-    a.qf = fm ? take(base, &n, rows * Dk) : a.q1;
-    a.xk = take(base, &n, rows * Dkg), a.k1 = take(base, &n, rows * Dkg);
-    a.kf = fm ? take(base, &n, rows * Dkg) : a.k1;
-    a.xv = take(base, &n, rows * Dvg), a.v1 = take(base, &n, rows * Dvg);
-    a.h16 = take(base, &n, rows * GK_RANK);
-    a.gkr = take(base, &n, rows * Dkg), a.gk = take(base, &n, rows * Dkg);
-    a.o = take(base, &n, rows * Dv);
-    a.gt = (L->R & GL_GATE) ? take(base, &n, rows * Dv) : NULL;
-    a.on = take(base, &n, rows * Dv);
-    if (total) *total = n;
+    a.xq = la_carve_f(&cv, rows * Dk), a.q1 = la_carve_f(&cv, rows * Dk);
+    a.qf = fm ? la_carve_f(&cv, rows * Dk) : a.q1;
+    a.xk = la_carve_f(&cv, rows * Dkg), a.k1 = la_carve_f(&cv, rows * Dkg);
+    a.kf = fm ? la_carve_f(&cv, rows * Dkg) : a.k1;
+    a.xv = la_carve_f(&cv, rows * Dvg), a.v1 = la_carve_f(&cv, rows * Dvg);
+    a.h16 = la_carve_f(&cv, rows * GK_RANK);
+    a.gkr = la_carve_f(&cv, rows * Dkg), a.gk = la_carve_f(&cv, rows * Dkg);
+    a.o = la_carve_f(&cv, rows * Dv);
+    a.gt = (L->R & GL_GATE) ? la_carve_f(&cv, rows * Dv) : NULL;
+    a.on = la_carve_f(&cv, rows * Dv);
+    if (total) *total = (int64_t)(cv.used / sizeof(float));
     return a;
 }
 

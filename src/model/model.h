@@ -273,6 +273,10 @@ la_status la_proj_conv_backward(const la_call * c, float * dx, float dx_beta, fl
 // Op options for a mixer call: chunk form (recurrent for a T = 1 step with a cache) over the
 // given workspace.
 la_opts la_mixer_opts(const la_call * c, void * work, size_t work_size);
+// n floats from a carver (la_carve, 64-byte aligned; a NULL base only counts).
+static inline float * la_carve_f(la_carver * c, int64_t n) {
+    return la_carve(c, (size_t)n * sizeof(float));
+}
 // Bytes of a carve of these float counts (each aligned), for work_bytes.
 size_t la_floats_bytes(int n, const int64_t * counts);
 
