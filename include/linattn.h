@@ -764,6 +764,20 @@ LA_API la_status la_model_optim_save(const la_model * m, const char * path, int6
                                      char * err, size_t errlen);
 LA_API la_status la_model_optim_load(la_model * m, const char * path, int64_t * step, char * err,
                                      size_t errlen);
+// Real-valued models (a linattn extension of the config: "input_dim" d > 0): a linear read-in
+// (model.read_in, backbone.read_in for Mamba; (hidden, d) + bias) takes the place of the token
+// embeddings and a linear read-out (read_out, (1, hidden) + bias) the place of the LM head, for
+// tasks whose inputs are vectors (in-context regression); tie_word_embeddings does not apply.
+// The token calls (loss, eval, logits, caches) refuse such a model, and la_model_regress
+// refuses a token model (LA_STATUS_INVALID_ARG).
+LA_API int64_t   la_model_input_dim(const la_model * m);  // 0 for a token model
+// x (B, T, d), y and wt (B, T): *loss = sum wt (pred - y)^2 / sum wt (0 when sum wt = 0);
+// pred (optional, (B, T)) receives the predictions. backward: adds the gradient of
+// weight * loss to the gradients. NaN or Inf in x, y or wt, or a negative wt:
+// LA_STATUS_INVALID_ARG; B or T <= 0: LA_STATUS_SHAPE.
+LA_API la_status la_model_regress(la_model * m, double * loss, float * pred, const float * x,
+                                  const float * y, const float * wt, int64_t B, int64_t T,
+                                  bool backward, float weight);
 // Decode caches for N sequences: recurrent states and conv caches of the linear layers, and
 // K/V of the attention layers with room for `capacity` tokens (a windowed layer keeps a ring
 // of min(capacity, window) slots).
@@ -852,6 +866,31 @@ LA_API la_status la_passkey_check(const la_passkey_cfg * cfg, char * err, size_t
 LA_API la_status la_passkey_generate(int64_t * inputs, int64_t * labels,
                                      const la_passkey_cfg * cfg, uint64_t seed, int64_t first,
                                      int64_t n);
+
+// In-context linear regression (ALGORITHMS.md 9.5, Garg et al. 2022). Per example a task
+// w ~ N(0, I_d), points x_i ~ N(0, I_d) and y_i = w^T x_i + noise * N(0, 1), i < P. The
+// sequence is 2P vectors of d: (x_1, yv_1, x_2, yv_2, ...) with yv_i = (y_i, 0, ..., 0); the
+// model predicts y_i at x_i's position 2i (from the i earlier pairs and x_i), where the target
+// weight is 1; every other weight is 0.
+typedef struct la_icr_cfg {
+    int64_t dim;     // d in [1, 4096]
+    int64_t points;  // P in [1, 2^21]; the sequence length is 2P
+    double  noise;   // label noise standard deviation, finite, >= 0
+} la_icr_cfg;
+// LA_STATUS_INVALID_ARG with a one-line reason naming the field when cfg is unusable.
+LA_API la_status la_icr_check(const la_icr_cfg * cfg, char * err, size_t errlen);
+// Examples first .. first + n - 1: x (n, 2P, d), y (n, 2P) (y_i at 2i, 0 at the odd
+// positions), wt (n, 2P) float32. The same (seed, index) gives the same w and x_i at every
+// noise level.
+LA_API la_status la_icr_generate(float * x, float * y, float * wt, const la_icr_cfg * cfg,
+                                 uint64_t seed, int64_t first, int64_t n);
+// The least-squares baseline on the same contexts, in float64: pred (n, 2P) holds at position
+// 2i the minimum-norm least-squares fit of the first i pairs (x_j at 2j, y_j = y[2j])
+// evaluated at x_i (0 for i = 0); the odd positions are 0. Rank-deficient contexts get a tiny
+// ridge (1e-10 relative), whose limit is the minimum-norm fit. NaN or Inf in x or y:
+// LA_STATUS_INVALID_ARG. Time O(P d^3) per example.
+LA_API la_status la_icr_least_squares(float * pred, const float * x, const float * y,
+                                      const la_icr_cfg * cfg, int64_t n);
 
 // Byte-level text: tokens are the file's bytes (0..255) after one BOS; the file must be valid
 // UTF-8 (checked, the error names the byte offset). The first (1 - val_frac) of the tokens

@@ -1,4 +1,4 @@
-// Synthetic tasks (src/model/tasks.c, ALGORITHMS.md 9.2 and 9.4):
+// Synthetic tasks (src/model/tasks.c, ALGORITHMS.md 9.2, 9.4 and 9.5):
 //   selcopy  determinism (an example depends on (seed, index) only: batches split differently
 //            give the same rows; plain and selective share the data tokens); structure over edge
 //            configurations (M labels = the data in order at the markers A - 1, data in
@@ -9,6 +9,13 @@
 //            and nowhere else, the needle once at p = floor(depth F + 1/2), fillers in
 //            [1, Vc/2) without the key, values in [Vc/2, Vc)); statistics (depth < 0: p uniform
 //            over [0, F]; key, value and filler tokens uniform); invalid configs; speed.
+//   icr      in-context linear regression: determinism (also across noise levels: the same w and
+//            x_i); layout (yv_i = (y_i, 0, ..., 0) at odd positions, weights exactly 1 at even
+//            and 0 at odd positions); statistics (moments of x and y, the noise's variance);
+//            the least-squares baseline: exact for noise 0 once i >= d, against an independent
+//            float64 solve (modified Gram-Schmidt QR for i >= d, Gaussian elimination on
+//            X X^T for the minimum norm when i < d), zero-padded (rank-deficient) inputs against
+//            the unpadded problem; invalid configs and inputs.
 //
 // Chi-square bounds: the Wilson-Hilferty upper quantile at z = 4.265 (tail 1e-5), e.g. 70.8 for
 // 27 degrees of freedom, as test_data.c. For the slot counts of selective copying the M slots of
@@ -491,6 +498,345 @@ static void test_passkey_invalid(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// In-context linear regression
+
+static la_icr_cfg icr_cfg(int64_t d, int64_t P, double noise) {
+    la_icr_cfg c = { .dim = d, .points = P, .noise = noise };
+    return c;
+}
+
+// Fresh x (n, 2P, d), y and wt (n, 2P) of examples first .. first + n - 1.
+static void icr_gen(const la_icr_cfg * c, uint64_t seed, int64_t first, int64_t n, float ** x,
+                    float ** y, float ** wt) {
+    const int64_t T = 2 * c->points;
+    *x = la_test_alloc((size_t)(n * T * c->dim) * sizeof(float));
+    *y = la_test_alloc((size_t)(n * T) * sizeof(float));
+    *wt = la_test_alloc((size_t)(n * T) * sizeof(float));
+    la_expect_status(la_icr_generate(*x, *y, *wt, c, seed, first, n), LA_STATUS_OK,
+                     "la_icr_generate");
+}
+
+static bool same_f32(const float * a, const float * b, int64_t n) {
+    return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+static void test_icr_determinism(void) {
+    const la_icr_cfg c = icr_cfg(5, 7, 0.1);
+    const int64_t T = 14, d = 5, n = 40;
+    float *x, *y, *wt, *x2, *y2, *w2;
+    icr_gen(&c, 9, 100, n, &x, &y, &wt);
+    x2 = la_test_alloc((size_t)(n * T * d) * sizeof(float));
+    y2 = la_test_alloc((size_t)(n * T) * sizeof(float));
+    w2 = la_test_alloc((size_t)(n * T) * sizeof(float));
+    la_icr_generate(x2, y2, w2, &c, 9, 100, 17);
+    la_icr_generate(x2 + 17 * T * d, y2 + 17 * T, w2 + 17 * T, &c, 9, 117, 1);
+    la_icr_generate(x2 + 18 * T * d, y2 + 18 * T, w2 + 18 * T, &c, 9, 118, n - 18);
+    la_expect(same_f32(x, x2, n * T * d) && same_f32(y, y2, n * T) && same_f32(wt, w2, n * T),
+              "icr: split batch differs");
+    float xi[14 * 5], yi[14], wi[14];
+    la_icr_generate(xi, yi, wi, &c, 9, 133, 1);
+    la_expect(same_f32(xi, x + 33 * T * d, T * d) && same_f32(yi, y + 33 * T, T),
+              "icr: example 133 alone differs");
+    la_icr_generate(x2, y2, w2, &c, 10, 100, n);
+    la_expect(!same_f32(x, x2, n * T * d) && !same_f32(y, y2, n * T),
+              "icr: seed 10 gives the examples of seed 9");
+    // Another noise level: the same points (even rows), different labels.
+    const la_icr_cfg c0 = icr_cfg(5, 7, 0.0);
+    la_icr_generate(x2, y2, w2, &c0, 9, 100, n);
+    bool same_x = true;
+    for (int64_t r = 0; r < n * T; r += 2) same_x &= same_f32(x + r * d, x2 + r * d, d);
+    la_expect(same_x, "icr: the points depend on the noise level");
+    la_expect(!same_f32(y, y2, n * T), "icr: noise 0.1 gives the labels of noise 0");
+    free(x), free(y), free(wt), free(x2), free(y2), free(w2);
+}
+
+static void test_icr_layout(void) {
+    const la_icr_cfg cases[] = { icr_cfg(1, 1, 0.0), icr_cfg(3, 5, 0.5), icr_cfg(20, 41, 0.0),
+                                 icr_cfg(1, 9, 2.0), icr_cfg(64, 3, 0.1) };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const la_icr_cfg * c = &cases[k];
+        const int64_t d = c->dim, P = c->points, T = 2 * P, n = 6;
+        float *x, *y, *wt;
+        icr_gen(c, 3 + k, 0, n, &x, &y, &wt);
+        int64_t bad = 0;
+        for (int64_t e = 0; e < n; e++)
+            for (int64_t t = 0; t < T; t++) {
+                const float * v = x + (e * T + t) * d;
+                const float yt = y[e * T + t], w = wt[e * T + t];
+                if (t % 2 == 0) {
+                    bad += w != 1.0f || !isfinite(yt) || !la_all_finite(v, d);
+                    // the odd row after carries this label
+                    bad += v[d] != yt;
+                } else {
+                    bad += w != 0.0f || yt != 0.0f;
+                    for (int64_t j = 1; j < d; j++) bad += v[j] != 0.0f;
+                }
+            }
+        la_expect(bad == 0, "icr case %zu (d %lld, P %lld): %lld layout violations", k,
+                  (long long)d, (long long)P, (long long)bad);
+        free(x), free(y), free(wt);
+    }
+}
+
+// x_ij over every point: mean 0 and variance 1 (N samples: 5 standard errors, 5 / sqrt(N) and
+// 5 sqrt(2 / N)); y_i: variance d + noise^2 = 8.25, whose estimate has a standard error of
+// sqrt((2 d + 2 E(|w|^2 + s^2)^2 / P) / n) ~ 0.08 over n = 4000 examples of P = 16 points
+// (the points of an example share w), so +- 0.45 is over 5 of them; the noise alone, the label
+// difference to the noise-0 draw of the same examples, has variance 0.25 (+- 5 sqrt(2 / N) 0.25).
+static void test_icr_stats(void) {
+    const int64_t d = 8, P = 16, T = 2 * P, n = 4000;
+    const double s = 0.5;
+    const la_icr_cfg c = icr_cfg(d, P, s), c0 = icr_cfg(d, P, 0.0);
+    float *x, *y, *wt, *x0, *y0, *wt0;
+    icr_gen(&c, 21, 0, n, &x, &y, &wt);
+    icr_gen(&c0, 21, 0, n, &x0, &y0, &wt0);
+    double sx = 0, sxx = 0, sxy01 = 0, syy = 0, sy = 0, sn = 0, snn = 0;
+    for (int64_t e = 0; e < n; e++)
+        for (int64_t i = 0; i < P; i++) {
+            const float * v = x + (e * T + 2 * i) * d;
+            for (int64_t j = 0; j < d; j++) sx += (double)v[j], sxx += (double)v[j] * (double)v[j];
+            sxy01 += (double)v[0] * (double)v[1];
+            const double yi = (double)y[e * T + 2 * i], nz = yi - (double)y0[e * T + 2 * i];
+            sy += yi, syy += yi * yi, sn += nz, snn += nz * nz;
+        }
+    const double Nx = (double)(n * P * d), Ny = (double)(n * P);
+    const double mx = sx / Nx, vx = sxx / Nx - mx * mx, c01 = sxy01 / Ny;
+    const double vy = syy / Ny - (sy / Ny) * (sy / Ny), vn = snn / Ny - (sn / Ny) * (sn / Ny);
+    la_expect(fabs(mx) < 5 / sqrt(Nx), "icr: x mean %.5f (bound %.5f)", mx, 5 / sqrt(Nx));
+    la_expect(fabs(vx - 1) < 5 * sqrt(2 / Nx), "icr: x variance %.5f (1 +- %.5f)", vx,
+              5 * sqrt(2 / Nx));
+    la_expect(fabs(c01) < 5 / sqrt(Ny), "icr: x_0 x_1 covariance %.5f (bound %.5f)", c01,
+              5 / sqrt(Ny));
+    la_expect(fabs(vy - (d + s * s)) < 0.45, "icr: y variance %.4f, want %.2f +- 0.45", vy,
+              d + s * s);
+    la_expect(fabs(vn - s * s) < 5 * sqrt(2 / Ny) * s * s + 1e-6,
+              "icr: noise variance %.5f, want %.4f", vn, s * s);
+    free(x), free(y), free(wt), free(x0), free(y0), free(wt0);
+}
+
+// Least squares of X (m, d) row-major against t (m), m >= d, by modified Gram-Schmidt QR
+// (X = Q R, w = R^-1 Q^T t): no normal equations, so independent of the library's Cholesky.
+static void lsq_qr(double * w, const double * X, const double * t, int64_t m, int64_t d) {
+    double * Q = malloc((size_t)(m * d) * sizeof(double));
+    double * R = calloc((size_t)(d * d), sizeof(double));
+    memcpy(Q, X, (size_t)(m * d) * sizeof(double));
+    for (int64_t j = 0; j < d; j++) {
+        double nrm = 0;
+        for (int64_t r = 0; r < m; r++) nrm += Q[r * d + j] * Q[r * d + j];
+        R[j * d + j] = sqrt(nrm);
+        for (int64_t r = 0; r < m; r++) Q[r * d + j] /= R[j * d + j];
+        for (int64_t k = j + 1; k < d; k++) {
+            double p = 0;
+            for (int64_t r = 0; r < m; r++) p += Q[r * d + j] * Q[r * d + k];
+            R[j * d + k] = p;
+            for (int64_t r = 0; r < m; r++) Q[r * d + k] -= p * Q[r * d + j];
+        }
+    }
+    for (int64_t j = d - 1; j >= 0; j--) {
+        double v = 0;
+        for (int64_t r = 0; r < m; r++) v += Q[r * d + j] * t[r];
+        for (int64_t k = j + 1; k < d; k++) v -= R[j * d + k] * w[k];
+        w[j] = v / R[j * d + j];
+    }
+    free(Q);
+    free(R);
+}
+
+// Solves A z = b (n, n) by Gaussian elimination with partial pivoting (A and b clobbered).
+static void gauss_solve(double * A, double * b, double * z, int64_t n) {
+    for (int64_t c = 0; c < n; c++) {
+        int64_t piv = c;
+        for (int64_t r = c + 1; r < n; r++)
+            if (fabs(A[r * n + c]) > fabs(A[piv * n + c])) piv = r;
+        for (int64_t k = 0; k < n; k++) {
+            const double t = A[c * n + k];
+            A[c * n + k] = A[piv * n + k], A[piv * n + k] = t;
+        }
+        const double tb = b[c];
+        b[c] = b[piv], b[piv] = tb;
+        for (int64_t r = c + 1; r < n; r++) {
+            const double f = A[r * n + c] / A[c * n + c];
+            for (int64_t k = c; k < n; k++) A[r * n + k] -= f * A[c * n + k];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int64_t r = n - 1; r >= 0; r--) {
+        double v = b[r];
+        for (int64_t k = r + 1; k < n; k++) v -= A[r * n + k] * z[k];
+        z[r] = v / A[r * n + r];
+    }
+}
+
+// The minimum-norm least-squares prediction at x_i from the first i pairs of one example,
+// computed without the library: QR for i >= d; w = X^T (X X^T)^-1 y by Gaussian elimination for
+// 0 < i < d; 0 for i = 0.
+static double icr_ref_pred(const float * xe, const float * ye, int64_t d, int64_t i) {
+    if (i == 0) return 0.0;
+    double * X = malloc((size_t)(i * d) * sizeof(double)), *t = malloc((size_t)i * sizeof(double));
+    double * w = calloc((size_t)(d > i ? d : i), sizeof(double));
+    for (int64_t r = 0; r < i; r++) {
+        for (int64_t j = 0; j < d; j++) X[r * d + j] = xe[2 * r * d + j];
+        t[r] = ye[2 * r];
+    }
+    if (i >= d) {
+        lsq_qr(w, X, t, i, d);
+    } else {
+        double * K = malloc((size_t)(i * i) * sizeof(double));
+        double * a = malloc((size_t)i * sizeof(double));
+        for (int64_t r = 0; r < i; r++)
+            for (int64_t k = 0; k < i; k++) {
+                double v = 0;
+                for (int64_t j = 0; j < d; j++) v += X[r * d + j] * X[k * d + j];
+                K[r * i + k] = v;
+            }
+        gauss_solve(K, t, a, i);
+        for (int64_t j = 0; j < d; j++) {
+            double v = 0;
+            for (int64_t r = 0; r < i; r++) v += X[r * d + j] * a[r];
+            w[j] = v;
+        }
+        free(K);
+        free(a);
+    }
+    double p = 0;
+    for (int64_t j = 0; j < d; j++) p += w[j] * (double)xe[2 * i * d + j];
+    free(X), free(t), free(w);
+    return p;
+}
+
+static void test_icr_least_squares(void) {
+    // Noise 0: once i >= d the fit recovers w, so the prediction is the label (float32 data:
+    // |pred - y| <= 1e-3 (|y| + 1) is loose by orders of magnitude); i = 0 and odd rows are 0.
+    {
+        const int64_t d = 6, P = 20, T = 2 * P, n = 25;
+        const la_icr_cfg c = icr_cfg(d, P, 0.0);
+        float *x, *y, *wt, *p = la_test_alloc((size_t)(n * T) * sizeof(float));
+        icr_gen(&c, 31, 0, n, &x, &y, &wt);
+        la_expect_status(la_icr_least_squares(p, x, y, &c, n), LA_STATUS_OK, "icr lsq noise 0");
+        int64_t bad = 0, zeros = 0;
+        double worst = 0;
+        for (int64_t e = 0; e < n; e++) {
+            zeros += p[e * T] == 0.0f;
+            for (int64_t t = 1; t < T; t += 2) zeros += p[e * T + t] == 0.0f;
+            for (int64_t i = d; i < P; i++) {
+                const double yi = (double)y[e * T + 2 * i];
+                const double r = fabs((double)p[e * T + 2 * i] - yi) / (fabs(yi) + 1);
+                worst = fmax(worst, r);
+                bad += !(r < 1e-3);
+            }
+        }
+        la_expect(bad == 0, "icr lsq noise 0: %lld predictions off (worst %.3g)", (long long)bad,
+                  worst);
+        la_expect(zeros == n * (P + 1), "icr lsq: %lld of %lld zeros at i = 0 and odd rows",
+                  (long long)zeros, (long long)(n * (P + 1)));
+        free(x), free(y), free(wt), free(p);
+    }
+    // Noisy labels, every i, against the independent float64 solves.
+    const la_icr_cfg cases[] = { icr_cfg(5, 14, 0.3), icr_cfg(1, 6, 1.0), icr_cfg(12, 30, 0.05) };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const la_icr_cfg * c = &cases[k];
+        const int64_t d = c->dim, P = c->points, T = 2 * P, n = 8;
+        float *x, *y, *wt, *p = la_test_alloc((size_t)(n * T) * sizeof(float));
+        icr_gen(c, 41 + k, 0, n, &x, &y, &wt);
+        la_expect_status(la_icr_least_squares(p, x, y, c, n), LA_STATUS_OK, "icr lsq noisy");
+        int64_t bad = 0;
+        double worst = 0;
+        for (int64_t e = 0; e < n; e++)
+            for (int64_t i = 0; i < P; i++) {
+                const double ref = icr_ref_pred(x + e * T * d, y + e * T, d, i);
+                const double r = fabs((double)p[e * T + 2 * i] - ref) / (fabs(ref) + 1);
+                worst = fmax(worst, r);
+                bad += !(r < 1e-5);
+            }
+        la_expect(bad == 0, "icr lsq case %zu (d %lld): %lld predictions differ from the "
+                  "reference (worst %.3g)", k, (long long)d, (long long)bad, worst);
+        free(x), free(y), free(wt), free(p);
+    }
+    // Zero-padded inputs (the curriculum's unused coordinates): d = 5 with coordinates 2..4
+    // zero is rank 2, so X X^T (i = 3, 4) and X^T X (i >= 5) are singular; the jittered solves
+    // must give the minimum-norm fit, i.e. the predictions of the unpadded d = 2 problem. With
+    // noise the labels leave X X^T's range, and the ridge (1e-10 relative) amplifies rounding
+    // to about 1e-6 relative (7e-7 seen), hence 1e-5.
+    {
+        const int64_t d = 5, d2 = 2, P = 12, T = 2 * P, n = 6;
+        const la_icr_cfg c = icr_cfg(d, P, 0.3), c2 = icr_cfg(d2, P, 0.3);
+        float *x, *y, *wt, *xp = la_test_alloc((size_t)(n * T * d) * sizeof(float));
+        float * p = la_test_alloc((size_t)(n * T) * sizeof(float));
+        float * p2 = la_test_alloc((size_t)(n * T) * sizeof(float));
+        icr_gen(&c2, 51, 0, n, &x, &y, &wt);
+        for (int64_t r = 0; r < n * T; r++)
+            memcpy(xp + r * d, x + r * d2, (size_t)d2 * sizeof(float));
+        la_expect_status(la_icr_least_squares(p, xp, y, &c, n), LA_STATUS_OK, "icr lsq padded");
+        la_expect_status(la_icr_least_squares(p2, x, y, &c2, n), LA_STATUS_OK, "icr lsq d = 2");
+        double worst = 0;
+        for (int64_t r = 0; r < n * T; r++)
+            worst = fmax(worst, fabs((double)p[r] - (double)p2[r]) / (fabs((double)p2[r]) + 1));
+        la_expect(worst < 1e-5, "icr lsq padded: worst relative difference %.3g to d = 2", worst);
+        free(x), free(y), free(wt), free(xp), free(p), free(p2);
+    }
+}
+
+static void test_icr_invalid(void) {
+    char err[256] = "x";
+    const la_icr_cfg ok = icr_cfg(1, 1, 0.0);
+    la_expect_status(la_icr_check(&ok, err, sizeof err), LA_STATUS_OK, "icr ok");
+    la_expect(err[0] == 0, "icr: err not cleared on success");
+    la_expect_status(la_icr_check(&(la_icr_cfg){ 4096, 1 << 21, 1e300 }, err, sizeof err),
+                     LA_STATUS_OK, "icr at the limits");
+    struct {
+        la_icr_cfg   c;
+        const char * field;
+    } bad[] = {
+        { icr_cfg(0, 4, 0.1), "dim 0" },
+        { icr_cfg(-3, 4, 0.1), "dim -3" },
+        { icr_cfg(4097, 4, 0.1), "dim 4097" },
+        { icr_cfg(4, 0, 0.1), "points 0" },
+        { icr_cfg(4, (1 << 21) + 1, 0.1), "points" },
+        { icr_cfg(4, INT64_MAX, 0.1), "points" },
+        { icr_cfg(4, 4, -0.1), "noise" },
+        { icr_cfg(4, 4, (double)NAN), "noise" },
+        { icr_cfg(4, 4, (double)INFINITY), "noise" },
+    };
+    float x[64], y[16], wt[16], p[16];
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        err[0] = 0;
+        la_status s = la_icr_check(&bad[k].c, err, sizeof err);
+        la_expect(s == LA_STATUS_INVALID_ARG && one_line(err) && strstr(err, bad[k].field) &&
+                  strncmp(err, "icr: ", 5) == 0,
+                  "icr invalid case %zu: status %s, message '%s' should name '%s'", k,
+                  la_status_str(s), err, bad[k].field);
+        la_expect_status(la_icr_generate(x, y, wt, &bad[k].c, 1, 0, 1), LA_STATUS_INVALID_ARG,
+                         "icr generate with an invalid cfg");
+        la_expect_status(la_icr_least_squares(p, x, y, &bad[k].c, 1), LA_STATUS_INVALID_ARG,
+                         "icr least squares with an invalid cfg");
+    }
+    const la_icr_cfg c = icr_cfg(4, 8, 0.5);  // x (16, 4), y (16)
+    la_expect_status(la_icr_check(NULL, err, sizeof err), LA_STATUS_INVALID_ARG, "NULL cfg");
+    la_expect(one_line(err) && strstr(err, "cfg"), "icr NULL cfg message '%s'", err);
+    la_expect_status(la_icr_generate(NULL, y, wt, &c, 1, 0, 1), LA_STATUS_INVALID_ARG, "NULL x");
+    la_expect_status(la_icr_generate(x, NULL, wt, &c, 1, 0, 1), LA_STATUS_INVALID_ARG, "NULL y");
+    la_expect_status(la_icr_generate(x, y, NULL, &c, 1, 0, 1), LA_STATUS_INVALID_ARG, "NULL wt");
+    la_expect_status(la_icr_generate(x, y, wt, NULL, 1, 0, 1), LA_STATUS_INVALID_ARG, "NULL cfg");
+    la_expect_status(la_icr_generate(x, y, wt, &c, 1, -1, 1), LA_STATUS_INVALID_ARG, "first < 0");
+    la_expect_status(la_icr_generate(x, y, wt, &c, 1, 0, -1), LA_STATUS_INVALID_ARG, "n < 0");
+    la_expect_status(la_icr_generate(x, y, wt, &c, 1, INT64_MAX, 2), LA_STATUS_INVALID_ARG,
+                     "first + n overflows");
+    la_expect_status(la_icr_generate(NULL, NULL, NULL, &c, 1, 0, 0), LA_STATUS_OK, "icr n = 0");
+    la_expect_status(la_icr_generate(x, y, wt, &c, 1, 0, 1), LA_STATUS_OK, "icr 1 x 16");
+    la_expect_status(la_icr_least_squares(p, x, y, &c, 1), LA_STATUS_OK, "icr lsq");
+    la_expect_status(la_icr_least_squares(NULL, x, y, &c, 1), LA_STATUS_INVALID_ARG, "NULL pred");
+    la_expect_status(la_icr_least_squares(p, NULL, y, &c, 1), LA_STATUS_INVALID_ARG, "lsq NULL x");
+    la_expect_status(la_icr_least_squares(p, x, NULL, &c, 1), LA_STATUS_INVALID_ARG, "lsq NULL y");
+    la_expect_status(la_icr_least_squares(p, x, y, &c, -1), LA_STATUS_INVALID_ARG, "lsq n < 0");
+    la_expect_status(la_icr_least_squares(NULL, NULL, NULL, &c, 0), LA_STATUS_OK, "lsq n = 0");
+    x[9] = NAN;
+    la_expect_status(la_icr_least_squares(p, x, y, &c, 1), LA_STATUS_INVALID_ARG, "lsq NaN x");
+    x[9] = 0.0f;
+    y[4] = INFINITY;
+    la_expect_status(la_icr_least_squares(p, x, y, &c, 1), LA_STATUS_INVALID_ARG, "lsq Inf y");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Speed: 2000 examples of length 4096 each (Mamba's selective copying; passkey, V = 5, uniform
 // depth), best of 3, under 0.5 s (expected: tens of ms in a release build).
 
@@ -533,6 +879,11 @@ int main(void) {
     test_passkey_structure();
     test_passkey_stats();
     test_passkey_invalid();
+    test_icr_determinism();
+    test_icr_layout();
+    test_icr_stats();
+    test_icr_least_squares();
+    test_icr_invalid();
     test_speed();
     return la_test_summary();
 }

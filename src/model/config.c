@@ -82,6 +82,8 @@ static const struct cfg_key {
     // rwkv7: kept in extra (fla's default is true; the rwkv7 layers read it, mixer_rwkv7.c)
     { "use_l2warp", K_BOOL, OFF(use_l2warp), M_ALL },
     { "attnres_block_size", K_NULL, 0, 0, M_ALL },
+    // linattn's extension: real-valued inputs through a linear read-in (model.h)
+    { "input_dim", K_INT, OFF(input_dim), M_ALL },
     // kernel choices and bookkeeping: no semantic effect
     { "attn_mode", K_INFO, 0, 0, M_ALL },
     { "use_cache", K_INFO, 0, 0, M_ALL },
@@ -381,6 +383,8 @@ static la_status check_config(la_config * c, char * err, size_t errlen) {
     NEED(c->num_v_heads >= 0, "config: 'num_v_heads' must be > 0 or null");
     NEED(c->head_dim >= 0, "config: 'head_dim' must be > 0");
     NEED(c->rope_theta > 0, "config: 'rope_theta' must be > 0");
+    NEED(c->input_dim >= 0 && c->input_dim <= 65536,
+         "config: 'input_dim' must be in [0, 65536] (0: token inputs)");
     return LA_STATUS_OK;
 #undef NEED
 }
@@ -554,6 +558,8 @@ char * la_config_dump(const la_config * c) {
     add_int_null(o, "pad_token_id", c->pad_token_id, -1);
     add_int_null(o, "bos_token_id", c->bos_token_id, -1);
     add_int_null(o, "eos_token_id", c->eos_token_id, -1);
+    // written only when set, so token models' configs stay fla's
+    if (c->input_dim > 0) add_num(o, "input_dim", (double)c->input_dim);
     cJSON_AddBoolToObject(o, "use_cache", true);
     const unsigned mk = M(c->mixer);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {

@@ -783,9 +783,11 @@ static void tm_init(la_model * m, const la_layer * L, uint64_t seed) {
         la_xrng r = la_rng_at(seed, (uint64_t)L->p[orth[i].slot]);
         init_orthogonal(m->w + p->off, out, in, gain, &r);
     }
-    if (l != 0) return;
     // Model level, once: embeddings ~ U(-1e-4, 1e-4); lm_head orthogonal with gain
     // 0.5 sqrt(V / D) when V > D, else 0.5. Tied: the embedding's init (HF ties after init).
+    // A real-valued model (input_dim) has neither: its read-in and read-out keep the generic
+    // initialisation.
+    if (l != 0 || m->p_emb < 0) return;
     const la_param * e = &m->par[m->p_emb];
     la_xrng r = la_rng_at(seed, (uint64_t)m->p_emb);
     for (int64_t i = 0; i < e->numel; i++)

@@ -1,5 +1,6 @@
 // The causal LM: parameter table and arenas, initialisation, the training pass (loss and
-// gradients), the inference pass with decode caches, and checkpoint I/O.
+// gradients), the inference pass with decode caches, the regression pass of real-valued models
+// (input_dim), and checkpoint I/O.
 #include "model.h"
 
 #include "nn.h"
@@ -169,11 +170,22 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
     m->ffn = calloc((size_t)m->L, sizeof *m->ffn);
     m->seq = calloc((size_t)(2 * m->L + 1), sizeof *m->seq);
+    m->din = c->input_dim;
+    m->p_emb = m->p_head = m->p_in_w = m->p_in_b = m->p_out_w = m->p_out_b = -1;
     la_status s = m->layers && m->ffn && m->seq ? LA_STATUS_OK : LA_STATUS_NOMEM;
     char name[LA_NAME_MAX];
-    snprintf(name, sizeof name, "%sembeddings.weight", fam.root);
-    if (!s) m->p_emb = la_layer_param(m, NULL, name, 2, (int64_t[]){ m->vocab, m->D },
-                                      LA_INIT_NORMAL, true);
+    if (!s && m->din > 0) {
+        // the read-in takes the embeddings' place, first in the table
+        snprintf(name, sizeof name, "%sread_in.weight", fam.root);
+        m->p_in_w = la_layer_param(m, NULL, name, 2, (int64_t[]){ m->D, m->din }, LA_INIT_NORMAL,
+                                   true);
+        snprintf(name, sizeof name, "%sread_in.bias", fam.root);
+        m->p_in_b = la_layer_param(m, NULL, name, 1, &m->D, LA_INIT_ZERO, false);
+    } else if (!s) {
+        snprintf(name, sizeof name, "%sembeddings.weight", fam.root);
+        m->p_emb = la_layer_param(m, NULL, name, 2, (int64_t[]){ m->vocab, m->D },
+                                  LA_INIT_NORMAL, true);
+    }
     const la_mixer_vt * main_vt = la_mixer_vtable(c->mixer);
     for (int i = 0; i < 4; i++) m->p_root[i] = -1;
     if (!s && main_vt && main_vt->root_params) s = main_vt->root_params(m, err, errlen);
@@ -226,11 +238,20 @@ static la_status model_build(la_model ** out, la_config * cfg, char * err, size_
     if (!s) {
         snprintf(name, sizeof name, "%s%s", fam.root, fam.final_norm);
         if (!add_norm(m, fam.norm, name, &m->p_norm, &m->p_norm_b)) s = LA_STATUS_NOMEM;
-        m->p_head = c->tie_word_embeddings
-                        ? m->p_emb
-                        : la_layer_param(m, NULL, "lm_head.weight", 2, (int64_t[]){ m->vocab, m->D },
-                                         LA_INIT_NORMAL, true);
-        if (m->p_emb < 0 || m->p_head < 0) s = LA_STATUS_NOMEM;
+        if (m->din > 0) {  // the read-out in the LM head's place; tie_word_embeddings is moot
+            m->p_out_w = la_layer_param(m, NULL, "read_out.weight", 2, (int64_t[]){ 1, m->D },
+                                        LA_INIT_NORMAL, true);
+            m->p_out_b = la_layer_param(m, NULL, "read_out.bias", 1, (int64_t[]){ 1 },
+                                        LA_INIT_ZERO, false);
+            if (m->p_in_w < 0 || m->p_in_b < 0 || m->p_out_w < 0 || m->p_out_b < 0)
+                s = LA_STATUS_NOMEM;
+        } else {
+            m->p_head = c->tie_word_embeddings
+                            ? m->p_emb
+                            : la_layer_param(m, NULL, "lm_head.weight", 2,
+                                             (int64_t[]){ m->vocab, m->D }, LA_INIT_NORMAL, true);
+            if (m->p_emb < 0 || m->p_head < 0) s = LA_STATUS_NOMEM;
+        }
     }
     for (int32_t i = 0; i < m->n_seq && !s; i++)
         if (m->seq[i]->vt && m->seq[i]->vt->shared_floats)
@@ -327,9 +348,11 @@ la_status la_model_reserve(la_model * m, int64_t B, int64_t T, bool train) {
     }
     const size_t tail = train ? act : 0;
     act += train ? 5 * bf : 3 * bf + mix_max;
-    const size_t head = la_align_up((size_t)HEAD_ROWS * (size_t)(m->vocab + 2 * m->D) *
-                                    sizeof(float)) + 2 * (size_t)HEAD_ROWS * sizeof(int64_t) +
-                        (size_t)HEAD_ROWS * sizeof(float) + 8 * LA_ALIGN;
+    // the LM head's blocks (head()), or the read-out's predictions and their gradient
+    const size_t lm_head = la_align_up((size_t)HEAD_ROWS * (size_t)(m->vocab + 2 * m->D) *
+                                       sizeof(float)) + 2 * (size_t)HEAD_ROWS * sizeof(int64_t) +
+                           (size_t)HEAD_ROWS * sizeof(float) + 8 * LA_ALIGN;
+    const size_t head = m->din > 0 ? 2 * la_align_up((size_t)rows * sizeof(float)) : lm_head;
     work = la_align_up(LA_MAX(work, head));
     const size_t sh = (size_t)rows * m->shared_floats;
     if (!m->act || act > m->act_floats || work > m->work_bytes ||
@@ -488,16 +511,20 @@ static la_status head(la_model * m, const float * hn, const int64_t * idx, int64
 // ---------------------------------------------------------------------------------------------
 // The forward pass shared by training, evaluation and decoding
 //
-// Returns norm(h_L) (rows, D) inside the activation arena. train: saves what backward needs.
-// cache: every mixer starts from and updates its layer's cache (inference only).
+// The input is ids (B, T) of a token model, or x (B, T, din) of a real-valued one (ids NULL).
+// Returns norm(h_L) (rows, D) inside the activation arena. train: saves what backward needs
+// (the read-in's input x stays the caller's). cache: every mixer starts from and updates its
+// layer's cache (inference only).
 
-static float * model_forward(la_model * m, const int64_t * ids, int64_t B, int64_t T, bool train,
-                             la_cache * cache, la_status * st) {
+static float * model_forward(la_model * m, const int64_t * ids, const float * x, int64_t B,
+                             int64_t T, bool train, la_cache * cache, la_status * st) {
     const int64_t rows = B * T, D = m->D;
     const size_t bf = block_floats(m, rows);
     float * tail = m->act + m->tail_off;
     float * h = train ? m->act : tail;  // training: sublayer 0's saved input slot
-    la_status s = la_embedding_forward(h, ids, PW(m, m->p_emb), rows, m->vocab, D);
+    la_status s = ids ? la_embedding_forward(h, ids, PW(m, m->p_emb), rows, m->vocab, D)
+                      : la_linear_forward(h, x, PW(m, m->p_in_w), PW(m, m->p_in_b), rows, m->din,
+                                          D);
     for (int32_t i = 0; i < m->n_seq && !s; i++) {
         la_layer * L = m->seq[i];
         la_call c = { .B = B, .T = T, .act = m->act + L->act_off, .work = m->work,
@@ -521,43 +548,15 @@ static float * model_forward(la_model * m, const int64_t * ids, int64_t B, int64
     return s ? NULL : hn;
 }
 
-static la_status model_loss(la_model * m, double * loss, int64_t * count, int64_t * correct,
-                            const int64_t * ids, const int64_t * labels, int64_t B, int64_t T,
-                            bool backward, float weight) {
-    if (!m || !ids || !labels || !loss) return LA_STATUS_INVALID_ARG;
-    if (B <= 0 || T <= 0) return LA_STATUS_SHAPE;
+// Backward through the final norm and the sublayers (in reverse), after a training forward of
+// the same (B, T): dh, the tail's third slot (rows, D), holds dL/d norm(h_L) on entry and
+// dL/dh_0 (the gradient of the embeddings' or the read-in's output) on return. Parameter
+// gradients are added to.
+static la_status model_backward(la_model * m, int64_t B, int64_t T) {
     const int64_t rows = B * T, D = m->D;
-    if (check_ids(m, ids, rows)) return LA_STATUS_INVALID_ARG;
-    for (int64_t i = 0; i < rows; i++)
-        if (labels[i] != LA_IGNORE_INDEX && (labels[i] < 0 || labels[i] >= m->vocab))
-            return LA_STATUS_INVALID_ARG;
-    la_status s = la_model_reserve(m, B, T, backward);
-    if (s) return s;
-    const bool train = backward;
-    float * hn = model_forward(m, ids, B, T, train, NULL, &s);
-    if (s) return s;
     const size_t bf = block_floats(m, rows);
-    float * hL = hn - bf, *dh = hn + bf, *t1 = dh + bf, *t2 = t1 + bf;
-    // The head projects the counted rows only, unless L2Wrap (training) needs every row's
-    // maximum logit.
-    const bool l2w = train && m->cfg.use_l2warp;
-    int64_t n = 0, cnt = 0;
-    int64_t * idx = malloc((size_t)rows * sizeof *idx);
-    if (!idx) return LA_STATUS_NOMEM;
-    for (int64_t i = 0; i < rows; i++) {
-        cnt += labels[i] != LA_IGNORE_INDEX;
-        if (l2w || labels[i] != LA_IGNORE_INDEX) idx[n++] = i;
-    }
-    double sum = 0;
-    if (train) memset(dh, 0, bf * sizeof(float));
-    if (n) s = head(m, hn, idx, n, cnt, labels, NULL, &sum, train ? dh : NULL, weight,
-                    l2w ? 1e-4f / (float)rows : 0.0f, correct);
-    free(idx);
-    *loss = cnt ? sum / (double)cnt : 0.0;
-    if (count) *count = cnt;
-    if (s || !train) return s;
-    // Backward through the final norm, the sublayers (in reverse) and the embedding.
-    s = norm_bwd(m, m->final_norm, m->p_norm, m->p_norm_b, t1, dh, hL, rows);
+    float * hL = m->act + m->tail_off, *dh = hL + 2 * bf, *t1 = dh + bf, *t2 = t1 + bf;
+    la_status s = norm_bwd(m, m->final_norm, m->p_norm, m->p_norm_b, t1, dh, hL, rows);
     if (s) return s;
     memcpy(dh, t1, bf * sizeof(float));  // dh = dL/dh_L
     if (m->dshared) memset(m->dshared, 0, (size_t)rows * m->shared_floats * sizeof(float));
@@ -577,6 +576,45 @@ static la_status model_loss(la_model * m, double * loss, int64_t * count, int64_
         if (!s) s = norm_bwd(m, L->norm, L->p_nw, L->p_nb, t2, t1, h, rows);
         if (!s) la_vec_add(dh, t2, rows * D);
     }
+    return s;
+}
+
+static la_status model_loss(la_model * m, double * loss, int64_t * count, int64_t * correct,
+                            const int64_t * ids, const int64_t * labels, int64_t B, int64_t T,
+                            bool backward, float weight) {
+    if (!m || !ids || !labels || !loss || m->din > 0) return LA_STATUS_INVALID_ARG;
+    if (B <= 0 || T <= 0) return LA_STATUS_SHAPE;
+    const int64_t rows = B * T, D = m->D;
+    if (check_ids(m, ids, rows)) return LA_STATUS_INVALID_ARG;
+    for (int64_t i = 0; i < rows; i++)
+        if (labels[i] != LA_IGNORE_INDEX && (labels[i] < 0 || labels[i] >= m->vocab))
+            return LA_STATUS_INVALID_ARG;
+    la_status s = la_model_reserve(m, B, T, backward);
+    if (s) return s;
+    const bool train = backward;
+    float * hn = model_forward(m, ids, NULL, B, T, train, NULL, &s);
+    if (s) return s;
+    const size_t bf = block_floats(m, rows);
+    float * dh = hn + bf;
+    // The head projects the counted rows only, unless L2Wrap (training) needs every row's
+    // maximum logit.
+    const bool l2w = train && m->cfg.use_l2warp;
+    int64_t n = 0, cnt = 0;
+    int64_t * idx = malloc((size_t)rows * sizeof *idx);
+    if (!idx) return LA_STATUS_NOMEM;
+    for (int64_t i = 0; i < rows; i++) {
+        cnt += labels[i] != LA_IGNORE_INDEX;
+        if (l2w || labels[i] != LA_IGNORE_INDEX) idx[n++] = i;
+    }
+    double sum = 0;
+    if (train) memset(dh, 0, bf * sizeof(float));
+    if (n) s = head(m, hn, idx, n, cnt, labels, NULL, &sum, train ? dh : NULL, weight,
+                    l2w ? 1e-4f / (float)rows : 0.0f, correct);
+    free(idx);
+    *loss = cnt ? sum / (double)cnt : 0.0;
+    if (count) *count = cnt;
+    if (s || !train) return s;
+    s = model_backward(m, B, T);
     if (!s) s = la_embedding_backward(PG(m, m->p_emb), dh, ids, rows, m->vocab, D, true);
     return s;
 }
@@ -598,12 +636,12 @@ la_status la_model_eval(la_model * m, double * loss, int64_t * count, int64_t * 
 // ((B, vocab)); with a cache the rows are its N sequences and the cache advances by T.
 la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int64_t B,
                           int64_t T, la_cache * cache, bool last_only) {
-    if (!m || !logits || !ids) return LA_STATUS_INVALID_ARG;
+    if (!m || !logits || !ids || m->din > 0) return LA_STATUS_INVALID_ARG;
     if (B <= 0 || T <= 0 || (cache && (cache->N != B || cache->L != m->n_seq))) return LA_STATUS_SHAPE;
     if (check_ids(m, ids, B * T)) return LA_STATUS_INVALID_ARG;
     la_status s = la_model_reserve(m, B, T, false);
     if (s) return s;
-    float * hn = model_forward(m, ids, B, T, false, cache, &s);
+    float * hn = model_forward(m, ids, NULL, B, T, false, cache, &s);
     if (s) return s;
     const int64_t n = last_only ? B : B * T;
     int64_t * idx = malloc((size_t)n * sizeof *idx);
@@ -611,6 +649,56 @@ la_status la_model_logits(la_model * m, float * logits, const int64_t * ids, int
     for (int64_t i = 0; i < n; i++) idx[i] = last_only ? i * T + T - 1 : i;
     s = head(m, hn, idx, n, n, NULL, logits, NULL, NULL, 0.0f, 0.0f, NULL);
     free(idx);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real-valued models (input_dim > 0): the read-in, the blocks, the read-out, a weighted MSE.
+
+int64_t la_model_input_dim(const la_model * m) { return m->din; }
+
+la_status la_model_regress(la_model * m, double * loss, float * pred, const float * x,
+                           const float * y, const float * wt, int64_t B, int64_t T,
+                           bool backward, float weight) {
+    if (!m || !loss || !x || !y || !wt || m->din <= 0) return LA_STATUS_INVALID_ARG;
+    if (B <= 0 || T <= 0 || B > INT64_MAX / T || B * T > INT64_MAX / m->din)
+        return LA_STATUS_SHAPE;
+    const int64_t rows = B * T, D = m->D;
+    for (int64_t i = 0; i < rows * m->din; i++)
+        if (!isfinite(x[i])) return LA_STATUS_INVALID_ARG;
+    for (int64_t i = 0; i < rows; i++)
+        if (!isfinite(y[i]) || !isfinite(wt[i]) || wt[i] < 0.0f) return LA_STATUS_INVALID_ARG;
+    la_status s = la_model_reserve(m, B, T, backward);
+    if (s) return s;
+    float * hn = model_forward(m, NULL, x, B, T, backward, NULL, &s);
+    if (s) return s;
+    la_carver cv = { (char *)m->work, 0 };
+    float * p = la_carve_f(&cv, rows);   // (rows) predictions
+    float * dp = la_carve_f(&cv, rows);  // (rows) d(weight loss)/d pred
+    // pred = norm(h_L) W_out^T + b_out
+    s = la_linear_forward(p, hn, PW(m, m->p_out_w), PW(m, m->p_out_b), rows, D, 1);
+    if (s) return s;
+    double sw = 0.0, se = 0.0;
+    for (int64_t i = 0; i < rows; i++) {
+        const double e = (double)p[i] - (double)y[i];
+        sw += (double)wt[i];
+        se += (double)wt[i] * e * e;
+    }
+    *loss = sw > 0.0 ? se / sw : 0.0;
+    // loss = sum wt (pred - y)^2 / sum wt:  dpred = weight 2 wt (pred - y) / sum wt
+    for (int64_t i = 0; i < rows && backward; i++)
+        dp[i] = sw > 0.0 ? (float)((double)weight * 2.0 * (double)wt[i] *
+                                   ((double)p[i] - (double)y[i]) / sw)
+                         : 0.0f;
+    if (pred) memcpy(pred, p, (size_t)rows * sizeof(float));  // last: pred may be y or wt
+    if (!backward) return LA_STATUS_OK;
+    float * dh = hn + block_floats(m, rows);  // the tail's dh slot (model_backward)
+    la_lin_bwd(dh, 0.0f, PG(m, m->p_out_w), PG(m, m->p_out_b), dp, hn, PW(m, m->p_out_w), rows, D,
+               1);
+    s = model_backward(m, B, T);
+    // h_0 = x W_in^T + b_in: the weight and bias gradients (x is the caller's input, no dx)
+    if (!s) la_lin_bwd(NULL, 0.0f, PG(m, m->p_in_w), PG(m, m->p_in_b), dh, x, PW(m, m->p_in_w),
+                       rows, m->din, D);
     return s;
 }
 
@@ -633,6 +721,7 @@ static size_t sub_cache(const la_layer * L, int64_t N, int64_t cap) {
 la_status la_cache_new(la_cache ** out, const la_model * m, int64_t N, int64_t cap) {
     if (!out || !m) return LA_STATUS_INVALID_ARG;
     *out = NULL;
+    if (m->din > 0) return LA_STATUS_INVALID_ARG;  // decoding emits tokens
     if (N <= 0 || cap <= 0) return LA_STATUS_SHAPE;
     la_cache * c = calloc(1, sizeof *c);
     if (!c) return LA_STATUS_NOMEM;
@@ -883,7 +972,7 @@ char * la_read_text_file(const char * path, size_t max, char * err, size_t errle
 static bool ignorable(const la_model * m, const char * name) {
     const char * a = strstr(name, ".attn.");
     if (m->cfg.mixer == LA_MIXER_GDN && a && !strcmp(a, ".attn.D")) return true;
-    return m->cfg.tie_word_embeddings && !strcmp(name, "lm_head.weight");
+    return m->din == 0 && m->cfg.tie_word_embeddings && !strcmp(name, "lm_head.weight");
 }
 
 la_status la_model_load(la_model ** out, const char * dir, char * err, size_t errlen) {

@@ -4,6 +4,12 @@
 //   h   = h + mixer_l(attn_norm_l(h));  h = h + mlp_l(mlp_norm_l(h))     for l < L
 //   logits = norm(h_L) W_lm^T                                      (B*T, vocab)
 //
+// With input_dim d > 0 (a linattn extension for vector inputs, e.g. in-context regression)
+// the ends change and the blocks stay:
+//
+//   h_0  = x W_in^T + b_in        x (B*T, d), W_in (D, d)          (<root>read_in)
+//   pred = norm(h_L) W_out^T + b_out                    (B*T, 1)   (read_out)
+//
 // A model owns four arenas of the same layout (parameters, gradients, AdamW's two moments):
 // every tensor is a named slice (la_param) whose name is fla's state-dict key, so saving and
 // loading is a walk over the table. Activations and scratch live in two more arenas sized up
@@ -57,6 +63,7 @@ typedef struct la_config {
     double  hidden_ratio, norm_eps, initializer_range;
     bool    tie_word_embeddings, fuse_norm;
     bool    use_l2warp;       // fla's L2Wrap in training (model.c head)
+    int64_t input_dim;        // linattn's extension: d > 0 makes a real-valued model (read_in)
     char    hidden_act[16];   // as written ("swish" / "silu"; rwkv7 "sqrelu")
     int64_t pad_token_id, bos_token_id, eos_token_id;  // -1 = null
     // linear-mixer keys (each model reads its own; OPS.md 6)
@@ -190,7 +197,9 @@ struct la_model {
     float *    w;           // parameters
     float *    g;           // gradients (NULL until la_model_reserve with training)
     float *    m1, * m2;    // AdamW moments (allocated by the trainer)
-    int32_t    p_emb, p_norm, p_head;  // p_head = p_emb when tied
+    int32_t    p_emb, p_norm, p_head;  // p_head = p_emb when tied; -1 with input_dim
+    int64_t    din;                    // input_dim (0: a token model)
+    int32_t    p_in_w, p_in_b, p_out_w, p_out_b;  // read_in, read_out (-1 for a token model)
     // A tensor one sublayer produces and later ones read (RWKV-7's v_first, (rows, n) floats):
     // shared is written in the forward, dshared collects gradients in the backward.
     float *    shared, * dshared;
