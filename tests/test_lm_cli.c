@@ -10,35 +10,6 @@
 
 static const char * g_bin;
 
-// Runs `linattn ARGS`; stdout and stderr go to files in the test directory. Returns the exit
-// status; *out gets stdout (malloc'd) when out is non-NULL.
-static int run(char ** out, char * first_err, size_t nerr, int * err_lines, const char * fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int run(char ** out, char * first_err, size_t nerr, int * err_lines, const char * fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    char o[600], e[600];
-    snprintf(o, sizeof o, "%s", la_tmp("stdout.txt"));
-    snprintf(e, sizeof e, "%s", la_tmp("stderr.txt"));
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", g_bin, args, o, e);
-    const int st = system(cmd);
-    size_t n;
-    char * err = la_read_file(e, &n);
-    int lines = 0;
-    for (size_t i = 0; err && i < n; i++) lines += err[i] == '\n';
-    if (err_lines) *err_lines = lines;
-    if (first_err && nerr) {
-        const size_t l = err ? strcspn(err, "\n") : 0;
-        snprintf(first_err, nerr, "%.*s", (int)(l < nerr - 1 ? l : nerr - 1), err ? err : "");
-    }
-    free(err);
-    if (out) *out = la_read_file(o, &n);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 // The loss, lr and grad_norm columns (1, 3, 4, 5) of a CSV log, one line per step.
 static char * csv_core(const char * path) {
     size_t n;
@@ -75,14 +46,14 @@ static void resume_exact(void) {
     snprintf(d2, sizeof d2, "%s", la_tmp("resumed"));
     snprintf(l1, sizeof l1, "%s", la_tmp("straight.csv"));
     snprintf(l2, sizeof l2, "%s", la_tmp("resumed.csv"));
-    int st = run(NULL, e, sizeof e, NULL, "train " ARCH " " TASK " --steps 12 --batch 8 --grad-accum 2 "
+    int st = la_run_cli(NULL, e, sizeof e, NULL, g_bin, "train " ARCH " " TASK " --steps 12 --batch 8 --grad-accum 2 "
                  "--lr 3e-3 --eval-every 4 --out %s --log %s --quiet --threads 2", d1, l1);
     la_expect(st == 0, "straight run: exit %d: %s", st, e);
-    st = run(NULL, e, sizeof e, NULL, "train " ARCH " " TASK " --steps 12 --batch 8 --grad-accum 2 "
+    st = la_run_cli(NULL, e, sizeof e, NULL, g_bin, "train " ARCH " " TASK " --steps 12 --batch 8 --grad-accum 2 "
              "--lr 3e-3 --eval-every 4 --out %s --log %s --quiet --threads 2 --stop-after 5", d2, l2);
     la_expect(st == 0, "interrupted run: exit %d: %s", st, e);
     // resumed with another thread count: the kernels' results do not depend on it
-    st = run(NULL, e, sizeof e, NULL, "train --resume %s --log %s --quiet --threads 1", d2, l2);
+    st = la_run_cli(NULL, e, sizeof e, NULL, g_bin, "train --resume %s --log %s --quiet --threads 1", d2, l2);
     la_expect(st == 0, "resumed run: exit %d: %s", st, e);
     char * a = csv_core(l1), *b = csv_core(l2);
     la_expect(a && b && !strcmp(a, b), "resumed log differs from the straight one:\n%s---\n%s",
@@ -105,8 +76,7 @@ static void recall_bar(void) {
     char d[600], e[512];
     snprintf(d, sizeof d, "%s", la_tmp("bar"));
     char * out = NULL;
-    const int st = run(&out, e, sizeof e, NULL,
-                       "train --layers gdn,attn --hidden 64 --heads 2 --head-dim 32 --attn-heads 2 "
+    const int st = la_run_cli(&out, e, sizeof e, NULL, g_bin, "train --layers gdn,attn --hidden 64 --heads 2 --head-dim 32 --attn-heads 2 "
                        "--mqar-vocab 64 --seq-len 32 --mqar-pairs 4 --eval-examples 512 --steps 400 "
                        "--batch 32 --lr 3e-3 --seed 3 --out %s --quiet", d);
     double acc = -1;
@@ -117,7 +87,7 @@ static void recall_bar(void) {
     free(out);
     // eval of the saved checkpoint reproduces the training run's final number
     char * ev = NULL;
-    run(&ev, e, sizeof e, NULL, "eval %s", d);
+    la_run_cli(&ev, e, sizeof e, NULL, g_bin, "eval %s", d);
     const char * q = ev ? strstr(ev, "accuracy ") : NULL;
     la_expect(q && atof(q + 9) == acc, "eval after reload: %s vs %.4f", ev ? ev : e, acc);
     free(ev);
@@ -133,23 +103,23 @@ static void text_and_generate(void) {
     for (int i = 0; f && i < 200; i++)
         fprintf(f, "the quick brown fox %d jumps over the lazy dog. héllo wörld\n", i);
     if (f) fclose(f);
-    int st = run(NULL, e, sizeof e, NULL, "train --task text --data %s --seq-len 64 --layers "
+    int st = la_run_cli(NULL, e, sizeof e, NULL, g_bin, "train --task text --data %s --seq-len 64 --layers "
                  "gdn,attn --hidden 32 --heads 2 --head-dim 16 --attn-heads 2 --steps 30 "
                  "--batch 8 --lr 3e-3 --out %s --quiet", data, d);
     la_expect(st == 0, "text training: exit %d: %s", st, e);
     char * out = NULL;
-    st = run(&out, e, sizeof e, NULL, "eval %s", d);
+    st = la_run_cli(&out, e, sizeof e, NULL, g_bin, "eval %s", d);
     la_expect(st == 0 && out && strstr(out, "perplexity"), "text eval: %s", out ? out : e);
     free(out);
     char * g1 = NULL, *g2 = NULL;
-    st = run(&g1, e, sizeof e, NULL, "generate %s --prompt 'the quick' --max-new 40 --seed 5", d);
+    st = la_run_cli(&g1, e, sizeof e, NULL, g_bin, "generate %s --prompt 'the quick' --max-new 40 --seed 5", d);
     la_expect(st == 0 && g1 && strlen(g1) > 0, "generate: exit %d: %s", st, e);
-    run(&g2, e, sizeof e, NULL, "generate %s --prompt 'the quick' --max-new 40 --seed 5 --chunk 3", d);
+    la_run_cli(&g2, e, sizeof e, NULL, g_bin, "generate %s --prompt 'the quick' --max-new 40 --seed 5 --chunk 3", d);
     la_expect(g1 && g2 && !strcmp(g1, g2), "generate is not reproducible across prefill chunk "
               "sizes: '%s' vs '%s'", g1 ? g1 : "", g2 ? g2 : "");
     free(g1);
     free(g2);
-    st = run(&out, e, sizeof e, NULL, "info %s", d);
+    st = la_run_cli(&out, e, sizeof e, NULL, g_bin, "info %s", d);
     la_expect(st == 0 && out && strstr(out, "parameters:") && strstr(out, "per token"),
               "info: %s", out ? out : e);
     free(out);
@@ -181,40 +151,91 @@ static void bad_input(void) {
         { "info /nonexistent/ckpt", "config.json" },
         { "generate /nonexistent/ckpt --prompt hi", "config.json" },
         { "train --resume /nonexistent/ckpt", "trainer_state" },
+        { "train --task sorting", "--task" },
+        { "train --task icr --seq-len 31", "even" },
+        { "train --task icr --icr-dim 0", "--icr-dim" },
+        { "train --task selcopy --seq-len 20 --selcopy-tokens 16", "--selcopy-tokens" },
+        { "train --task passkey --passkey-vocab 4", "--passkey-vocab" },
+        { "train --task passkey --passkey-depth 1.5", "--passkey-depth" },
+        { "train --layers gdn*0,attn", "--layers" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char e[512];
         int nl;
-        const int st = run(NULL, e, sizeof e, &nl, "%s", cases[i][0]);
+        const int st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "%s", cases[i][0]);
         la_expect(st == 2 && nl == 1 && !strncmp(e, "linattn: error:", 15) && strstr(e, cases[i][1]),
                   "'%s' -> exit %d, %d lines: %s", cases[i][0], st, nl, e);
     }
     char e[512];
     int nl;
-    int st = run(NULL, e, sizeof e, &nl, "train --config %s --quiet", cfg);
+    int st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --config %s --quiet", cfg);
     la_expect(st == 2 && nl == 1 && strstr(e, "hidden_size"), "bad config file: %s", e);
-    st = run(NULL, e, sizeof e, &nl, "train " ARCH " " TASK " --steps 2 --batch 4 --out %s --quiet", d);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train " ARCH " " TASK " --steps 2 --batch 4 --out %s --quiet", d);
     la_expect(st == 2 && nl == 1 && strstr(e, "notes.txt"), "non-checkpoint --out: %s", e);
     snprintf(cmd, sizeof cmd, "grep -q precious %s", keep);
     la_expect(system(cmd) == 0, "the user's file must survive");
-    st = run(NULL, e, sizeof e, &nl, "train --resume %s --hidden 64", ck);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --resume %s --hidden 64", ck);
     la_expect(st == 2 && nl == 1 && strstr(e, "--resume"), "resume with an architecture flag: %s", e);
-    st = run(NULL, e, sizeof e, &nl, "train --resume %s --stop-after 3", ck);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --resume %s --stop-after 3", ck);
     la_expect(st == 2 && nl == 1 && strstr(e, "--stop-after"), "stop before the checkpoint: %s", e);
-    st = run(NULL, e, sizeof e, &nl, "train --config %s --hidden 64", cfg);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --config %s --hidden 64", cfg);
     la_expect(st == 2 && nl == 1 && strstr(e, "--config"), "--config with --hidden: %s", e);
-    st = run(NULL, e, sizeof e, &nl, "train " ARCH " " TASK " --steps 2 --out %s/ck --log %s/ck/log.csv", d, d);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train " ARCH " " TASK " --steps 2 --out %s/ck --log %s/ck/log.csv", d, d);
     la_expect(st == 2 && nl == 1 && strstr(e, "inside"), "log inside the checkpoint: %s", e);
     char link[700];
     snprintf(link, sizeof link, "%s", la_tmp("link"));
     snprintf(cmd, sizeof cmd, "ln -sfn %s %s", ck, link);
     la_expect(system(cmd) == 0, "symlink");
-    st = run(NULL, e, sizeof e, &nl, "train " ARCH " " TASK " --steps 2 --batch 2 --out %s --quiet", link);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train " ARCH " " TASK " --steps 2 --batch 2 --out %s --quiet", link);
     la_expect(st == 2 && nl == 1 && strstr(e, "symbolic link"), "symlinked --out: %s", e);
-    st = run(NULL, e, sizeof e, &nl, "train --resume %s --lr 1", ck);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --resume %s --lr 1", ck);
     la_expect(st == 2 && nl == 1 && strstr(e, "--resume"), "resume with a hyperparameter: %s", e);
-    st = run(NULL, e, sizeof e, &nl, "generate %s", ck);
+    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "generate %s", ck);
     la_expect(st == 2 && nl == 1 && strstr(e, "--prompt"), "generate without a prompt: %s", e);
+}
+
+// The other tasks through train / eval: selective copying and passkey (the latter evaluated
+// at 4x its training length), in-context regression with its least-squares baseline, and the
+// mismatches between a checkpoint and a task.
+static void tasks_cli(void) {
+    static const struct { const char * flags, *report; } tasks[] = {
+        { "--task selcopy --seq-len 40 --selcopy-tokens 8 --selcopy-vocab 10", "selcopy (8 tokens among 32, vocab 10" },
+        { "--task passkey --seq-len 32 --passkey-vocab 16", "passkey (N=32" },
+        { "--task icr --seq-len 16 --icr-dim 3", "icr (d=3, 8 points" },
+    };
+    for (size_t k = 0; k < sizeof tasks / sizeof tasks[0]; k++) {
+        char d[600], e[512];
+        snprintf(d, sizeof d, "%s", la_tmp(k == 0 ? "sc" : k == 1 ? "pk" : "icr"));
+        char * out = NULL;
+        int st = la_run_cli(&out, e, sizeof e, NULL, g_bin, "train %s --model gdn --hidden 16 --heads 2 "
+                            "--num-layers 1 --steps 6 --batch 4 --eval-examples 16 --out %s --quiet",
+                            tasks[k].flags, d);
+        la_expect(st == 0 && out && strstr(out, "final: val "), "train %s: exit %d: %s", tasks[k].flags, st, e);
+        la_expect(k != 2 || (out && strstr(out, "least squares")), "icr train output: %s", out ? out : "");
+        free(out);
+        st = la_run_cli(&out, e, sizeof e, NULL, g_bin, "eval %s", d);
+        la_expect(st == 0 && out && strstr(out, tasks[k].report), "eval %s: exit %d: %s %s", d, st,
+                  out ? out : "", e);
+        free(out);
+        if (k == 1) {  // beyond the training length
+            st = la_run_cli(&out, e, sizeof e, NULL, g_bin, "eval %s --seq-len 128", d);
+            la_expect(st == 0 && out && strstr(out, "passkey (N=128"), "passkey eval at 128: %s %s",
+                      out ? out : "", e);
+            free(out);
+        }
+        int nl;
+        if (k == 2) {
+            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "eval %s --task mqar --seq-len 64 --mqar-pairs 4", d);
+            la_expect(st == 2 && nl == 1 && strstr(e, "reads vectors"), "icr model on mqar: %s", e);
+            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "generate %s --ids 1,2", d);
+            la_expect(st == 2 && nl == 1 && strstr(e, "not tokens"), "generate on icr: %s", e);
+            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "eval %s --icr-dim 5", d);
+            la_expect(st == 2 && nl == 1 && strstr(e, "inputs of 5"), "icr dim mismatch: %s", e);
+        } else {
+            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "eval %s --task icr --seq-len 16", d);
+            la_expect(st == 2 && nl == 1 && strstr(e, "reads tokens"), "token model on icr: %s", e);
+        }
+    }
 }
 
 int main(void) {
@@ -223,6 +244,7 @@ int main(void) {
     resume_exact();
     text_and_generate();
     bad_input();
+    tasks_cli();
     recall_bar();
     la_runner_cleanup();
     return la_test_summary();

@@ -1042,43 +1042,40 @@ bool la_same_file(const char * a, const char * b) {
     return same;
 }
 
-void la_model_grad_check_m(la_model * m, const char * tag, int ci, uint64_t seed, int halvings,
-                           bool want_nonzero) {
-    la_rng r;
-    la_rng_seed(&r, seed);
-    const int64_t B = 2, T = 19, n = B * T;
-    int64_t * ids = la_test_alloc((size_t)n * 8), *lab = la_test_alloc((size_t)n * 8);
-    random_tokens(&r, ids, n, m->vocab);
-    random_tokens(&r, lab, n, m->vocab);
-    for (int64_t i = 0; i < n; i += 5) lab[i] = LA_IGNORE_INDEX;
-    double loss;
-    la_model_reserve(m, B, T, true);
+// The check itself, drawing the directions from r (after whatever the caller drew from it).
+static void grad_check(la_model * m, la_model_loss_cb loss, void * ctx, const char * tag, int ci,
+                       la_rng * rp, int halvings, bool want_nonzero) {
+    la_rng r = *rp;
+    double l0;
     la_model_zero_grad(m);
-    la_status s = la_model_loss(m, &loss, NULL, ids, lab, B, T, true, 1.0f);
-    la_expect_status(s, LA_STATUS_OK, "loss + backward");
+    la_expect_status(loss(m, ctx, true, &l0), LA_STATUS_OK, "loss + backward");
+    if (!m->g) return;
     double worst = 0;
     int nonzero = 0;
     for (int32_t p = 0; p < m->n_par; p++) {
         const la_param * P = &m->par[p];
         float * w = m->w + P->off;
-        double * u = la_test_alloc((size_t)P->numel * 8);
-        float * w0 = la_test_alloc((size_t)P->numel * 4);
-        memcpy(w0, w, (size_t)P->numel * 4);
+        const float * g = m->g + P->off;
+        double * u = la_test_alloc((size_t)P->numel * sizeof(double));
+        float * w0 = la_test_alloc((size_t)P->numel * sizeof(float));
+        memcpy(w0, w, (size_t)P->numel * sizeof(float));
         double nu = 0, an = 0, best = INFINITY, fd = 0, eps = 2e-3;
         for (int64_t j = 0; j < P->numel; j++) u[j] = la_rng_normal(&r), nu += u[j] * u[j];
-        for (int64_t j = 0; j < P->numel; j++)
-            u[j] /= sqrt(nu), an += u[j] * (double)m->g[P->off + j];
+        for (int64_t j = 0; j < P->numel; j++) u[j] /= sqrt(nu), an += u[j] * (double)g[j];
+        // the loss at w0 +- eps u, for eps halved up to `halvings` times; the best agreement wins
         for (int h = 0; h < halvings; h++, eps /= 2) {
-            double lp, lm;
-            for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] + eps * u[j]);
-            la_model_loss(m, &lp, NULL, ids, lab, B, T, false, 1.0f);
-            for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] - eps * u[j]);
-            la_model_loss(m, &lm, NULL, ids, lab, B, T, false, 1.0f);
-            const double f = (lp - lm) / (2 * eps);
-            const double tol = 3e-2 * fabs(an) + 2e-4 + (halvings > 1 ? 2e-7 * fabs(loss) / eps : 0.0);
+            double lpm[2];
+            for (int k = 0; k < 2; k++) {
+                const double e = k ? -eps : eps;
+                for (int64_t j = 0; j < P->numel; j++) w[j] = (float)((double)w0[j] + e * u[j]);
+                loss(m, ctx, false, &lpm[k]);
+            }
+            const double f = (lpm[0] - lpm[1]) / (2 * eps);
+            const double tol =
+                3e-2 * fabs(an) + 2e-4 + (halvings > 1 ? 2e-7 * fabs(l0) / eps : 0.0);
             if (fabs(f - an) / tol < best) best = fabs(f - an) / tol, fd = f;
         }
-        memcpy(w, w0, (size_t)P->numel * 4);
+        memcpy(w, w0, (size_t)P->numel * sizeof(float));
         worst = fmax(worst, best);
         nonzero += fabs(an) > 1e-6;
         la_expect(best <= 1 && isfinite(an), "%s %d %s: fd %.6e analytic %.6e", tag, ci, P->name,
@@ -1091,6 +1088,38 @@ void la_model_grad_check_m(la_model * m, const char * tag, int ci, uint64_t seed
                   m->n_par);
     printf("grad check %s %d: %d tensors, worst |fd - an| / tol = %.3f\n", tag, ci, m->n_par,
            worst);
+}
+
+void la_model_grad_check_cb(la_model * m, la_model_loss_cb loss, void * ctx, const char * tag,
+                            int ci, uint64_t seed, int halvings, bool want_nonzero) {
+    la_rng r;
+    la_rng_seed(&r, seed);
+    grad_check(m, loss, ctx, tag, ci, &r, halvings, want_nonzero);
+}
+
+// The token loss of a fixed batch, for la_model_grad_check_m.
+typedef struct {
+    const int64_t * ids, *lab;
+    int64_t         B, T;
+} token_batch;
+
+static la_status token_loss(la_model * m, void * ctx, bool backward, double * loss) {
+    const token_batch * b = ctx;
+    return la_model_loss(m, loss, NULL, b->ids, b->lab, b->B, b->T, backward, 1.0f);
+}
+
+void la_model_grad_check_m(la_model * m, const char * tag, int ci, uint64_t seed, int halvings,
+                           bool want_nonzero) {
+    la_rng r;
+    la_rng_seed(&r, seed);
+    const int64_t B = 2, T = 19, n = B * T;
+    int64_t * ids = la_test_alloc((size_t)n * 8), *lab = la_test_alloc((size_t)n * 8);
+    random_tokens(&r, ids, n, m->vocab);
+    random_tokens(&r, lab, n, m->vocab);
+    for (int64_t i = 0; i < n; i += 5) lab[i] = LA_IGNORE_INDEX;
+    la_model_reserve(m, B, T, true);
+    token_batch b = { ids, lab, B, T };
+    grad_check(m, token_loss, &b, tag, ci, &r, halvings, want_nonzero);
     free(ids);
     free(lab);
 }
@@ -1169,4 +1198,30 @@ void la_model_round_trip_check(la_model * m, const char * dir, const char * tag,
     free(l1);
     free(l2);
     la_model_free(r);
+}
+
+int la_run_cli(char ** out, char * first_err, size_t nerr, int * err_lines, const char * bin,
+               const char * fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    char o[600], e[600];
+    snprintf(o, sizeof o, "%s", la_tmp("stdout.txt"));
+    snprintf(e, sizeof e, "%s", la_tmp("stderr.txt"));
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", bin, args, o, e);
+    const int st = system(cmd);
+    size_t n;
+    char * err = la_read_file(e, &n);
+    int lines = 0;
+    for (size_t i = 0; err && i < n; i++) lines += err[i] == '\n';
+    if (err_lines) *err_lines = lines;
+    if (first_err && nerr) {
+        const size_t l = err ? strcspn(err, "\n") : 0;
+        snprintf(first_err, nerr, "%.*s", (int)(l < nerr - 1 ? l : nerr - 1), err ? err : "");
+    }
+    free(err);
+    if (out) *out = la_read_file(o, &n);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

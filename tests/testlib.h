@@ -344,6 +344,16 @@ void la_model_grad_check_m(struct la_model * m, const char * tag, int ci, uint64
                            int halvings, bool want_nonzero);
 // The same on la_test_model(json, 11 + ci), seed 100 + ci, one step.
 void la_model_grad_check(const char * json, int ci);
+// A scalar loss of m on data the test holds in ctx: *loss, and with backward its gradient
+// added to m's gradients (e.g. through la_model_regress).
+typedef la_status (*la_model_loss_cb)(struct la_model * m, void * ctx, bool backward,
+                                      double * loss);
+// la_model_grad_check_m's check (directions, eps, tolerances, halvings, want_nonzero) for any
+// such loss: every parameter tensor's gradient along a random unit direction (rng seed) against
+// central differences.
+void la_model_grad_check_cb(struct la_model * m, la_model_loss_cb loss, void * ctx,
+                            const char * tag, int ci, uint64_t seed, int halvings,
+                            bool want_nonzero);
 // Prefill in chunks of lens[0..nlens) tokens (then single decode steps) from a cache of
 // capacity cap, for 2 random sequences of T tokens, against one full forward (2e-4 relative to
 // the logits' scale).
@@ -354,5 +364,10 @@ void la_model_decode_check(const char * json, int ci);
 // Save into dir and load: identical layout, parameters (bitwise), config.json and logits.
 void la_model_round_trip_check(struct la_model * m, const char * dir, const char * tag, int ci);
 bool la_same_file(const char * a, const char * b);
+// Runs `BIN ARGS` (ARGS from fmt) through the shell; stdout and stderr go to files in the test
+// directory. Returns the exit status; *out gets stdout (malloc'd) when out is non-NULL,
+// first_err the first line of stderr, *err_lines its line count.
+int la_run_cli(char ** out, char * first_err, size_t nerr, int * err_lines, const char * bin,
+               const char * fmt, ...) __attribute__((format(printf, 6, 7)));
 
 #endif

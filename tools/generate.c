@@ -100,6 +100,11 @@ int cmd_generate(int argc, char ** argv) {
     }
     if (!!prompt == !!ids_arg) cli_die("generate: give exactly one of --prompt and --ids");
     la_model * m = lm_load(dir);
+    if (la_model_input_dim(m)) {
+        la_model_free(m);
+        cli_die("generate: %s reads vectors (input_dim, in-context regression), not tokens; use "
+                "linattn eval", dir);
+    }
     const int64_t V = la_model_vocab(m);
     const bool bytes = V == LA_TEXT_VOCAB;  // a byte-level model: text in, text out
     if (prompt && !bytes)

@@ -41,16 +41,27 @@ char * lm_arch_json(const lm_arch * a) {
     if (a->layers) {
         char buf[4096];
         snprintf(buf, sizeof buf, "%s", a->layers);
-        for (char * tok = strtok(buf, ","); tok; tok = strtok(NULL, ","), n++) {
+        char * save = NULL;
+        for (char * tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            // NAME*K repeats a mixer K times: "gdn*6,attn" is six GDN layers, then attention
+            int64_t rep = 1;
+            char * star = strchr(tok, '*');
+            if (star) {
+                *star = 0;
+                rep = cli_parse_int("--layers (the count after '*')", star + 1, 1, 1024);
+            }
             model_type_of(tok);
-            if (!strcmp(tok, "attn")) {
-                snprintf(attn_layers + strlen(attn_layers), sizeof attn_layers - strlen(attn_layers),
-                         "%s%lld", attn_layers[0] ? "," : "", (long long)n);
-            } else if (!lin[0]) {
-                snprintf(lin, sizeof lin, "%s", tok);
-            } else if (strcmp(lin, tok)) {
-                cli_die("--layers: '%s' and '%s' in one model; an fla config has one linear "
-                        "mixer (model_type) plus softmax layers", lin, tok);
+            for (int64_t k = 0; k < rep; k++, n++) {
+                if (n >= 1024) cli_die("--layers: more than 1024 layers");
+                if (!strcmp(tok, "attn")) {
+                    snprintf(attn_layers + strlen(attn_layers), sizeof attn_layers - strlen(attn_layers),
+                             "%s%lld", attn_layers[0] ? "," : "", (long long)n);
+                } else if (!lin[0]) {
+                    snprintf(lin, sizeof lin, "%s", tok);
+                } else if (strcmp(lin, tok)) {
+                    cli_die("--layers: '%s' and '%s' in one model; an fla config has one linear "
+                            "mixer (model_type) plus softmax layers", lin, tok);
+                }
             }
         }
         if (n == 0) cli_die("--layers: empty list");
@@ -61,6 +72,11 @@ char * lm_arch_json(const lm_arch * a) {
         if (!strcmp(lin, "attn")) lin[0] = 0;
     }
     const bool pure_attn = !lin[0];
+    // head_dim 0: hidden / heads for GDN and KDA (key width = model width), 64 for the
+    // families whose head count follows from it
+    const int64_t hd = a->head_dim ? a->head_dim
+                       : (!strcmp(lin, "mamba2") || !strcmp(lin, "rwkv7")) ? 64
+                                                                            : LA_MAX(1, a->hidden / a->heads);
     const char * mt = pure_attn ? "transformer" : model_type_of(lin);
     char * j = malloc(16384);
     if (!j) cli_die("out of memory");
@@ -77,13 +93,13 @@ char * lm_arch_json(const lm_arch * a) {
         if (!strcmp(lin, "mamba2") || !strcmp(lin, "rwkv7")) {
             // heads follow from the width: Mamba2 expand * hidden / head_dim, RWKV-7 hidden /
             // head_dim
-            k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld", (long long)a->head_dim);
+            k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld", (long long)hd);
         } else if (strcmp(lin, "mamba")) {
             k += snprintf(j + k, 16384 - (size_t)k, ", \"num_heads\": %lld", (long long)a->heads);
         }
         if (!strcmp(lin, "gdn") || !strcmp(lin, "kda"))
             k += snprintf(j + k, 16384 - (size_t)k, ", \"head_dim\": %lld, \"expand_v\": %g",
-                          (long long)a->head_dim, a->expand_v);
+                          (long long)hd, a->expand_v);
         if (!strcmp(lin, "hgrn2"))  // expand_ratio = hidden / num_heads (fla's fallback)
             k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_ratio\": null");
         if (!strcmp(lin, "deltanet") || !strcmp(lin, "gla"))
@@ -98,6 +114,8 @@ char * lm_arch_json(const lm_arch * a) {
             k += snprintf(j + k, 16384 - (size_t)k, "}");
         }
     }
+    if (a->input_dim)
+        k += snprintf(j + k, 16384 - (size_t)k, ", \"input_dim\": %lld", (long long)a->input_dim);
     snprintf(j + k, 16384 - (size_t)k, "}");
     return j;
 }
@@ -105,35 +123,13 @@ char * lm_arch_json(const lm_arch * a) {
 // ---------------------------------------------------------------------------------------------
 // The loop
 
-typedef struct {
-    char * buf;
-    size_t len, cap;
-} strbuf;
-
-static void sb_add(strbuf * b, const char * fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_add(strbuf * b, const char * fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        const int n = vsnprintf(b->buf ? b->buf + b->len : NULL, b->buf ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && b->buf && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = 2 * (b->cap + (size_t)n + 64);
-        b->buf = realloc(b->buf, b->cap);
-        if (!b->buf) cli_die("out of memory");
-    }
-}
-
 #define CSV_HEADER "step,tokens,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss,val_accuracy\n"
 
 // Keeps the rows of an existing log up to `step` (a resumed run continues its own log).
-static void log_resume(strbuf * b, const char * path, int64_t step) {
+static void log_resume(cli_buf * b, const char * path, int64_t step) {
     char err[512];
     char * txt = access(path, F_OK) == 0 ? la_read_text_file(path, 1 << 28, err, sizeof err) : NULL;
-    sb_add(b, "%s", CSV_HEADER);
+    cli_buf_add(b, "%s", CSV_HEADER);
     if (!txt) return;
     char * save = NULL;
     bool header = true;
@@ -143,16 +139,9 @@ static void log_resume(strbuf * b, const char * path, int64_t step) {
             continue;
         }
         const long long s = strtoll(line, NULL, 10);
-        if (s >= 1 && s <= step) sb_add(b, "%s\n", line);
+        if (s >= 1 && s <= step) cli_buf_add(b, "%s\n", line);
     }
     free(txt);
-}
-
-static void fmt_time(char * out, size_t n, double s) {
-    if (!isfinite(s) || s < 0) snprintf(out, n, "--");
-    else if (s < 60) snprintf(out, n, "%.0fs", s);
-    else if (s < 3600) snprintf(out, n, "%.0fm%02.0fs", floor(s / 60), fmod(s, 60));
-    else snprintf(out, n, "%.0fh%02.0fm", floor(s / 3600), fmod(s / 60, 60));
 }
 
 static void progress(const lm_run * r, int64_t step, int64_t total, double loss, double tps,
@@ -165,7 +154,7 @@ static void progress(const lm_run * r, int64_t step, int64_t total, double loss,
     const int w = 24, f = (int)((double)w * (double)step / (double)total);
     for (int i = 0; i < w; i++) bar[i] = i < f ? '#' : '.';
     bar[w] = 0;
-    fmt_time(e, sizeof e, eta);
+    cli_fmt_duration(e, sizeof e, eta);
     fprintf(stderr, "%s%s [%s] %lld/%lld loss %.4f", tty ? "\r" : "", r->label ? r->label : "train",
             bar, (long long)step, (long long)total, loss);
     if (isfinite(acc)) fprintf(stderr, " acc %.3f", acc);
@@ -196,7 +185,7 @@ static la_status save_hook(void * ctx, const char * tmp, char * err, size_t errl
 }
 
 static void checkpoint(const la_model * m, const lm_task * t, const lm_hparams * h,
-                       const lm_run * r, int64_t step, double vl, double va, const strbuf * log) {
+                       const lm_run * r, int64_t step, double vl, double va, const cli_buf * log) {
     char err[512];
     if (r->out) {
         save_ctx c = { m, t, h, step, vl, va };
@@ -209,12 +198,12 @@ static void checkpoint(const la_model * m, const lm_task * t, const lm_hparams *
 void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64_t start,
               double * val_loss, double * val_acc) {
     const int64_t B = h->batch, T = t->seq_len, A = h->grad_accum;
-    int64_t * ids = malloc((size_t)(B * T) * 8), *lab = malloc((size_t)(B * T) * 8);
+    lm_batch b = batch_new(t, B);
     int64_t * counts = malloc((size_t)A * sizeof *counts);  // labelled positions per micro-batch
-    if (!ids || !lab || !counts) cli_die("out of memory");
+    if (!counts) cli_die("out of memory");
     if (la_model_reserve(m, B, T, true)) cli_die("train: cannot reserve memory for B=%lld T=%lld",
                                                   (long long)B, (long long)T);
-    strbuf log = { 0 };
+    cli_buf log = { 0 };
     if (r->log) log_resume(&log, r->log, start);
     double vl = h->last_val_loss, va = h->last_val_acc;
     const double t0 = cli_now();
@@ -224,19 +213,17 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
         // micro-batches: the loss is the mean over every counted position of the step
         int64_t total = 0;
         for (int64_t a = 0; a < A; a++) {
-            task_batch(t, ids, lab, B, step * A + a, false);
-            int64_t c = 0;
-            for (int64_t i = 0; i < B * T; i++) c += lab[i] != LA_IGNORE_INDEX;
-            counts[a] = c;
-            total += c;
+            task_batch(t, &b, step * A + a, false);
+            counts[a] = batch_count(&b);
+            total += counts[a];
         }
         double loss = 0;
         for (int64_t a = 0; a < A; a++) {
-            if (A > 1) task_batch(t, ids, lab, B, step * A + a, false);
+            if (A > 1) task_batch(t, &b, step * A + a, false);
             const float wgt = total ? (float)((double)counts[a] / (double)total) : 0.0f;
             double l;
             int64_t c;
-            const la_status s = la_model_loss(m, &l, &c, ids, lab, B, T, true, wgt);
+            const la_status s = batch_loss(m, t, &b, true, wgt, &l, &c, NULL);
             if (s) cli_die("train: step %lld: %s", (long long)step + 1, la_status_str(s));
             loss += l * (double)c;
         }
@@ -259,13 +246,15 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
             evaluated = true;
         }
         if (r->log) {
-            sb_add(&log, "%lld,%lld,%.9g,%.6g,%.6g,%.1f,%.2f,", (long long)done,
+            cli_buf_add(&log, "%lld,%lld,%.9g,%.6g,%.6g,%.1f,%.2f,", (long long)done,
                    (long long)(done * A * B * T), loss, lr, gn, tps, el);
-            if (evaluated) sb_add(&log, "%.6g,%.6g\n", vl, va);
-            else sb_add(&log, ",\n");
+            if (evaluated && isfinite(va)) cli_buf_add(&log, "%.6g,%.6g\n", vl, va);
+            else if (evaluated) cli_buf_add(&log, "%.6g,\n", vl);
+            else cli_buf_add(&log, ",\n");
         }
         progress(r, done, h->steps, loss, tps, el / (double)(done - start) * (double)(h->steps - done),
-                 isfinite(va) && t->kind == TASK_MQAR ? va : LM_NAN);
+                 t->kind != TASK_TEXT ? va : LM_NAN);
+        if (r->on_step) r->on_step(r->ctx, done, h->steps, loss);
         const bool stop = r->stop_after > 0 && done == r->stop_after;
         if ((r->save_every > 0 && done % r->save_every == 0) || done == h->steps || stop)
             checkpoint(m, t, h, r, done, vl, va, &log);
@@ -273,8 +262,7 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
     }
     if (start >= h->steps) lm_evaluate(m, t, B, &vl, &va);
     free(log.buf);
-    free(ids);
-    free(lab);
+    batch_free(&b);
     free(counts);
     *val_loss = vl;
     *val_acc = va;
@@ -286,15 +274,22 @@ void lm_train(la_model * m, lm_task * t, lm_hparams * h, const lm_run * r, int64
 static void usage_train(void) {
     printf("usage: linattn train [--config FILE.json | architecture flags] [task flags] [options]\n"
            "\narchitecture (when no --config):\n"
-           "  --layers LIST        e.g. gdn,gdn,gdn,attn (one linear mixer plus attn layers)\n"
+           "  --layers LIST        e.g. gdn,gdn,gdn,attn or gdn*3,attn (one linear mixer plus attn\n"
+           "                       layers; NAME*K repeats a layer K times)\n"
            "  --model NAME         mixer of every layer: gdn kda deltanet gla retnet linear_attn hgrn2\n"
            "                       mamba2 mamba rwkv7 attn (gdn)\n"
-           "  --num-layers N (4)  --hidden D (128)  --heads H (2)  --head-dim K (64)  --expand-v X (1)\n"
+           "  --num-layers N (4)  --hidden D (128)  --heads H (2)  --expand-v X (1)\n"
+           "  --head-dim K         GDN/KDA key width per head (hidden/heads); Mamba2/RWKV-7 (64)\n"
            "  --attn-heads H (hidden/64)  --attn-kv-heads H  --window W (0 = full)  --tie\n"
            "task:\n"
-           "  --task mqar|text (mqar)  --data FILE (text)  --seq-len T  --val-frac F (0.1)\n"
-           "  --mqar-vocab V (256) --mqar-pairs D (16) --mqar-power A (0.01) --mqar-passes P (1)\n"
-           "  --mqar-fillers random|zero  --eval-examples N (1024)\n"
+           "  --task mqar|selcopy|passkey|icr|text (mqar)  --seq-len T (128)  --eval-examples N (1024)\n"
+           "  mqar     --mqar-vocab V (256) --mqar-pairs D (16) --mqar-power A (0.01)\n"
+           "           --mqar-passes P (1) --mqar-fillers random|zero\n"
+           "  selcopy  --selcopy-vocab A (16) --selcopy-tokens M (16) --selcopy-plain 0|1 (0)\n"
+           "  passkey  --passkey-vocab V (64) --passkey-value-len K (1) --passkey-depth X (-1: uniform)\n"
+           "  icr      --icr-dim d (8) --icr-noise S (0); T = 2 x points\n"
+           "  text     --data FILE --val-frac F (0.1)\n"
+           "  (docs/TASKS.md describes every task)\n"
            "optimisation:\n"
            "  --steps N (1000)  --batch B (32)  --grad-accum A (1)  --lr X (1e-3)  --min-lr X (lr/10)\n"
            "  --warmup N (steps/20)  --weight-decay X (0.1)  --beta1 X (0.9)  --beta2 X (0.95)\n"
@@ -309,61 +304,61 @@ static void usage_train(void) {
            "  --threads N          --quiet\n");
 }
 
-int cmd_train(int argc, char ** argv) {
-    lm_task t;
-    task_defaults(&t);
-    t.seed = 1;
-    lm_hparams h = { .steps = 1000, .batch = 32, .grad_accum = 1, .warmup = -1, .lr = 1e-3,
-                     .min_lr = -1, .clip = 1.0,
-                     .opt = { .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1 },
-                     .last_val_loss = LM_NAN, .last_val_acc = LM_NAN };
-    lm_arch a = { .model = "gdn", .num_layers = 4, .hidden = 128, .heads = 2, .head_dim = 64,
-                  .expand_v = 1, .attn_heads = 0, .attn_kv_heads = 0 };
-    lm_run r = { .eval_every = -1, .save_every = -1 };
-    const char * config = NULL, *resume = NULL;
-    int n_hparam_flags = 0, n_arch_flags = 0;
-    for (int i = 1; i < argc; i++) {
+bool lm_setup_parse(lm_setup * S, int argc, char ** argv, int first) {
+    memset(S, 0, sizeof *S);
+    lm_task * t = &S->t;
+    task_defaults(t);
+    t->seed = 1;
+    S->h = (lm_hparams){ .steps = 1000, .batch = 32, .grad_accum = 1, .warmup = -1, .lr = 1e-3,
+                         .min_lr = -1, .clip = 1.0,
+                         .opt = { .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1 },
+                         .last_val_loss = LM_NAN, .last_val_acc = LM_NAN };
+    S->a = (lm_arch){ .model = "gdn", .num_layers = 4, .hidden = 128, .heads = 2, .expand_v = 1 };
+    S->r = (lm_run){ .eval_every = -1, .save_every = -1 };
+    lm_hparams * h = &S->h;
+    lm_arch * a = &S->a;
+    lm_run * r = &S->r;
+    for (int i = first; i < argc; i++) {
         const char * f = argv[i];
         const char * v = i + 1 < argc ? argv[i + 1] : NULL;
         bool val = true;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            usage_train();
-            return 0;
-        } else if (!strcmp(f, "--config")) config = v;
-        else if (!strcmp(f, "--resume")) resume = v;
-        else if (!strcmp(f, "--layers")) a.layers = v, n_arch_flags++;
-        else if (!strcmp(f, "--model")) a.model = v, n_arch_flags++;
-        else if (!strcmp(f, "--num-layers")) a.num_layers = cli_parse_int(f, v, 1, 1024), n_arch_flags++;
-        else if (!strcmp(f, "--hidden")) a.hidden = cli_parse_int(f, v, 1, 65536), n_arch_flags++;
-        else if (!strcmp(f, "--heads")) a.heads = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
-        else if (!strcmp(f, "--head-dim")) a.head_dim = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
-        else if (!strcmp(f, "--expand-v")) a.expand_v = cli_parse_double(f, v, 0.01, 64), n_arch_flags++;
-        else if (!strcmp(f, "--attn-heads")) a.attn_heads = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
-        else if (!strcmp(f, "--attn-kv-heads")) a.attn_kv_heads = cli_parse_int(f, v, 1, 4096), n_arch_flags++;
-        else if (!strcmp(f, "--window")) a.window = cli_parse_int(f, v, 0, 1 << 30), n_arch_flags++;
-        else if (!strcmp(f, "--tie")) a.tie = true, val = false, n_arch_flags++;
-        else if (!strcmp(f, "--out")) r.out = v;
-        else if (!strcmp(f, "--log")) r.log = v;
-        else if (!strcmp(f, "--eval-every")) r.eval_every = cli_parse_int(f, v, 0, INT64_MAX);
-        else if (!strcmp(f, "--save-every")) r.save_every = cli_parse_int(f, v, 0, INT64_MAX);
+            return false;
+        } else if (!strcmp(f, "--config")) S->config = v;
+        else if (!strcmp(f, "--resume")) S->resume = v;
+        else if (!strcmp(f, "--layers")) a->layers = v, S->n_arch_flags++;
+        else if (!strcmp(f, "--model")) a->model = v, S->n_arch_flags++;
+        else if (!strcmp(f, "--num-layers")) a->num_layers = cli_parse_int(f, v, 1, 1024), S->n_arch_flags++;
+        else if (!strcmp(f, "--hidden")) a->hidden = cli_parse_int(f, v, 1, 65536), S->n_arch_flags++;
+        else if (!strcmp(f, "--heads")) a->heads = cli_parse_int(f, v, 1, 4096), S->n_arch_flags++;
+        else if (!strcmp(f, "--head-dim")) a->head_dim = cli_parse_int(f, v, 1, 4096), S->n_arch_flags++;
+        else if (!strcmp(f, "--expand-v")) a->expand_v = cli_parse_double(f, v, 0.01, 64), S->n_arch_flags++;
+        else if (!strcmp(f, "--attn-heads")) a->attn_heads = cli_parse_int(f, v, 1, 4096), S->n_arch_flags++;
+        else if (!strcmp(f, "--attn-kv-heads")) a->attn_kv_heads = cli_parse_int(f, v, 1, 4096), S->n_arch_flags++;
+        else if (!strcmp(f, "--window")) a->window = cli_parse_int(f, v, 0, 1 << 30), S->n_arch_flags++;
+        else if (!strcmp(f, "--tie")) a->tie = true, val = false, S->n_arch_flags++;
+        else if (!strcmp(f, "--out")) r->out = v;
+        else if (!strcmp(f, "--log")) r->log = v;
+        else if (!strcmp(f, "--eval-every")) r->eval_every = cli_parse_int(f, v, 0, INT64_MAX);
+        else if (!strcmp(f, "--save-every")) r->save_every = cli_parse_int(f, v, 0, INT64_MAX);
         else if (!strcmp(f, "--threads")) la_set_num_threads((int32_t)cli_parse_int(f, v, 1, 1024));
-        else if (!strcmp(f, "--quiet")) r.quiet = true, val = false;
-        else if (!strcmp(f, "--stop-after")) r.stop_after = cli_parse_int(f, v, 1, INT64_MAX);
-        else if (!strcmp(f, "--steps")) h.steps = cli_parse_int(f, v, 1, INT64_MAX / 1024);
+        else if (!strcmp(f, "--quiet")) r->quiet = true, val = false;
+        else if (!strcmp(f, "--stop-after")) r->stop_after = cli_parse_int(f, v, 1, INT64_MAX);
+        else if (!strcmp(f, "--steps")) h->steps = cli_parse_int(f, v, 1, INT64_MAX / 1024), S->steps_given = true;
         else {
-            n_hparam_flags++;
-            if (!strcmp(f, "--batch")) h.batch = cli_parse_int(f, v, 1, 1 << 20);
-            else if (!strcmp(f, "--grad-accum")) h.grad_accum = cli_parse_int(f, v, 1, 1 << 20);
-            else if (!strcmp(f, "--lr")) h.lr = cli_parse_double(f, v, 0, 10);
-            else if (!strcmp(f, "--min-lr")) h.min_lr = cli_parse_double(f, v, 0, 10);
-            else if (!strcmp(f, "--warmup")) h.warmup = cli_parse_int(f, v, 0, INT64_MAX / 1024);
-            else if (!strcmp(f, "--weight-decay")) h.opt.weight_decay = cli_parse_double(f, v, 0, 10);
-            else if (!strcmp(f, "--beta1")) h.opt.beta1 = cli_parse_double(f, v, 0, 0.999999);
-            else if (!strcmp(f, "--beta2")) h.opt.beta2 = cli_parse_double(f, v, 0, 0.9999999);
-            else if (!strcmp(f, "--clip")) h.clip = cli_parse_double(f, v, 0, 1e9);
+            S->n_hparam_flags++;
+            if (!strcmp(f, "--batch")) h->batch = cli_parse_int(f, v, 1, 1 << 20);
+            else if (!strcmp(f, "--grad-accum")) h->grad_accum = cli_parse_int(f, v, 1, 1 << 20);
+            else if (!strcmp(f, "--lr")) h->lr = cli_parse_double(f, v, 0, 10);
+            else if (!strcmp(f, "--min-lr")) h->min_lr = cli_parse_double(f, v, 0, 10);
+            else if (!strcmp(f, "--warmup")) h->warmup = cli_parse_int(f, v, 0, INT64_MAX / 1024);
+            else if (!strcmp(f, "--weight-decay")) h->opt.weight_decay = cli_parse_double(f, v, 0, 10);
+            else if (!strcmp(f, "--beta1")) h->opt.beta1 = cli_parse_double(f, v, 0, 0.999999);
+            else if (!strcmp(f, "--beta2")) h->opt.beta2 = cli_parse_double(f, v, 0, 0.9999999);
+            else if (!strcmp(f, "--clip")) h->clip = cli_parse_double(f, v, 0, 1e9);
             // at most 2^53: trainer_state.json keeps the seed as a JSON number (a double)
-            else if (!strcmp(f, "--seed")) t.seed = (uint64_t)cli_parse_int(f, v, 0, 1LL << 53);
-            else if (task_flag(&t, f, v)) {
+            else if (!strcmp(f, "--seed")) t->seed = (uint64_t)cli_parse_int(f, v, 0, 1LL << 53);
+            else if (task_flag(t, f, v)) {
             } else cli_die("train: unknown flag '%s' (see linattn train --help)", f);
         }
         if (val) {
@@ -371,78 +366,110 @@ int cmd_train(int argc, char ** argv) {
             i++;
         }
     }
-    if (config && n_arch_flags)
+    if (S->config && S->n_arch_flags)
         cli_die("train: --config %s gives the architecture; drop --layers/--model/--hidden/... "
-                "(or drop --config)", config);
+                "(or drop --config)", S->config);
     // a log inside the checkpoint directory would make it not a checkpoint (never replaced)
-    if (r.log && (r.out || resume)) {
-        const char * o = r.out ? r.out : resume;
+    if (r->log && (r->out || S->resume)) {
+        const char * o = r->out ? r->out : S->resume;
         const size_t n = strlen(o);
-        if (!strncmp(r.log, o, n) && (r.log[n] == '/' || (n && o[n - 1] == '/')))
+        if (!strncmp(r->log, o, n) && (r->log[n] == '/' || (n && o[n - 1] == '/')))
             cli_die("train: --log %s is inside the checkpoint directory %s; put it next to it",
-                    r.log, o);
+                    r->log, o);
+    }
+    if (S->resume && (S->config || S->n_hparam_flags || S->n_arch_flags))
+        cli_die("train: --resume takes the model, task and hyperparameters from %s; only "
+                "--steps, --out, --log, --eval-every, --save-every, --stop-after, --threads, --quiet "
+                "apply",
+                S->resume);
+    return true;
+}
+
+la_model * lm_setup_build(lm_setup * S) {
+    const lm_task * t = &S->t;
+    char err[512];
+    char * json = NULL;
+    if (S->config) {
+        json = la_read_text_file(S->config, 1 << 20, err, sizeof err);
+        if (!json) cli_die("%s", err);
+    } else {
+        lm_arch * a = &S->a;
+        // A real-valued task has no tokens, but fla's config still needs a vocab_size that
+        // holds its default bos/eos ids (1, 2); no embedding is built from it.
+        a->vocab = t->kind == TASK_ICR ? 3 : task_vocab(t);
+        a->input_dim = t->kind == TASK_ICR ? t->icr.dim : 0;
+        if (!a->attn_heads) a->attn_heads = LA_MAX(1, a->hidden / 64);
+        if (!a->attn_kv_heads) a->attn_kv_heads = a->attn_heads;
+        json = lm_arch_json(a);
     }
     la_model * m = NULL;
-    int64_t start = 0;
+    const la_status st = la_model_from_json(&m, json, err, sizeof err);
+    free(json);
+    if (st) cli_die("%s%s%s", S->config ? S->config : "", S->config ? ": " : "", err);
+    return m;
+}
+
+la_model * lm_setup_model(lm_setup * S, int64_t * start) {
+    lm_task * t = &S->t;
+    lm_hparams * h = &S->h;
+    la_model * m = NULL;
     char err[512];
-    if (resume) {
-        if (config || n_hparam_flags || n_arch_flags)
-            cli_die("train: --resume takes the model, task and hyperparameters from %s; only "
-                    "--steps, --out, --log, --eval-every, --save-every, --stop-after, --threads, --quiet "
-                    "apply",
-                    resume);
-        const int64_t steps = h.steps;
-        bool steps_given = false;
-        for (int i = 1; i < argc; i++) steps_given |= !strcmp(argv[i], "--steps");
-        if (!lm_state_read(resume, &t, &h, &start))
-            cli_die("%s: no trainer_state.json (not a training checkpoint)", resume);
-        if (steps_given) h.steps = steps;
-        m = lm_load(resume);
+    *start = 0;
+    if (S->resume) {
+        const int64_t steps = h->steps;
+        if (!lm_state_read(S->resume, t, h, start))
+            cli_die("%s: no trainer_state.json (not a training checkpoint)", S->resume);
+        if (S->steps_given) h->steps = steps;
+        m = lm_load(S->resume);
         char path[4200];
-        snprintf(path, sizeof path, "%s/trainer_state.safetensors", resume);
+        snprintf(path, sizeof path, "%s/trainer_state.safetensors", S->resume);
         int64_t st;
-        if (la_model_optim_load(m, path, &st, err, sizeof err)) cli_die("%s", err);
-        if (st != start) cli_die("%s: trainer_state.json says step %lld, the optimizer state %lld",
-                                 resume, (long long)start, (long long)st);
-        if (!r.out) r.out = resume;
-        task_open(&t);
-    } else {
-        task_open(&t);
-        char * json = NULL;
-        if (config) {
-            json = la_read_text_file(config, 1 << 20, err, sizeof err);
-            if (!json) cli_die("%s", err);
-        } else {
-            a.vocab = task_vocab(&t);
-            if (!a.attn_heads) a.attn_heads = LA_MAX(1, a.hidden / 64);
-            if (!a.attn_kv_heads) a.attn_kv_heads = a.attn_heads;
-            json = lm_arch_json(&a);
+        if (la_model_optim_load(m, path, &st, err, sizeof err)) {
+            la_model_free(m);
+            cli_die("%s", err);
         }
-        const la_status st = la_model_from_json(&m, json, err, sizeof err);
-        free(json);
-        if (st) cli_die("%s%s%s", config ? config : "", config ? ": " : "", err);
-        la_model_init(m, t.seed);
-        if (h.min_lr < 0) h.min_lr = h.lr / 10;
-        if (h.warmup < 0) h.warmup = h.steps / 20;
+        if (st != *start) cli_die("%s: trainer_state.json says step %lld, the optimizer state %lld",
+                                  S->resume, (long long)*start, (long long)st);
+        if (!S->r.out) S->r.out = S->resume;
+        task_open(t);
+    } else {
+        task_open(t);
+        m = lm_setup_build(S);
+        la_model_init(m, t->seed);
+        if (h->min_lr < 0) h->min_lr = h->lr / 10;
+        if (h->warmup < 0) h->warmup = h->steps / 20;
     }
-    if (task_vocab(&t) > la_model_vocab(m))
-        cli_die("train: the task's vocabulary (%lld) exceeds the model's vocab_size (%lld)",
-                (long long)task_vocab(&t), (long long)la_model_vocab(m));
-    if (r.eval_every < 0) r.eval_every = LA_MAX(1, h.steps / 10);
-    if (r.save_every < 0) r.save_every = r.eval_every > 0 ? r.eval_every : LA_MAX(1, h.steps / 10);
-    if (r.stop_after > 0 && r.stop_after <= start)
+    task_check_model(t, m, "train");
+    lm_run * r = &S->r;
+    if (r->eval_every < 0) r->eval_every = LA_MAX(1, h->steps / 10);
+    if (r->save_every < 0) r->save_every = r->eval_every > 0 ? r->eval_every : LA_MAX(1, h->steps / 10);
+    if (r->stop_after > 0 && r->stop_after <= *start)
         cli_die("train: --stop-after %lld is not after the checkpoint's step %lld",
-                (long long)r.stop_after, (long long)start);
-    if (!r.quiet)
+                (long long)r->stop_after, (long long)*start);
+    return m;
+}
+
+int cmd_train(int argc, char ** argv) {
+    lm_setup S;
+    if (!lm_setup_parse(&S, argc, argv, 1)) {
+        usage_train();
+        return 0;
+    }
+    int64_t start;
+    la_model * m = lm_setup_model(&S, &start);
+    const lm_task * t = &S.t;
+    if (!S.r.quiet)
         fprintf(stderr, "model: %.2f M parameters, %lld layers; task %s, T=%lld, batch %lld x %lld\n",
-                (double)la_model_num_params(m) / 1e6, (long long)la_model_layers(m),
-                t.kind == TASK_TEXT ? "text" : "mqar", (long long)t.seq_len, (long long)h.batch,
-                (long long)h.grad_accum);
+                (double)la_model_num_params(m) / 1e6, (long long)la_model_layers(m), task_name(t),
+                (long long)t->seq_len, (long long)S.h.batch, (long long)S.h.grad_accum);
     double vl, va;
-    lm_train(m, &t, &h, &r, start, &vl, &va);
-    if (t.kind == TASK_MQAR) printf("final: val loss %.4f, accuracy %.4f\n", vl, va);
-    else printf("final: val loss %.4f, perplexity %.3f\n", vl, exp(vl));
-    la_text_close(t.text);
+    lm_train(m, &S.t, &S.h, &S.r, start, &vl, &va);
+    if (t->kind == TASK_TEXT) printf("final: val loss %.4f, perplexity %.3f\n", vl, exp(vl));
+    else if (t->kind == TASK_ICR)
+        printf("final: val mse/d %.4f (least squares %.4f)\n", vl / (double)t->icr.dim,
+               lm_icr_baseline(t, S.h.batch) / (double)t->icr.dim);
+    else printf("final: val loss %.4f, accuracy %.4f\n", vl, va);
+    la_text_close(S.t.text);
     la_model_free(m);
     return 0;
 }
