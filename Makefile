@@ -17,8 +17,9 @@ BUILD    ?= build
 CMAKE_FLAGS ?=
 
 # Debian packages the build and tests need. libopenblas0 is loaded at run time for sgemm
-# (optional for the library, used by the benchmark's reference rate).
-DEB_PACKAGES := cmake make gcc libc6-dev libcjson-dev libopenblas-dev pkg-config
+# (optional for the library, used by the benchmark's reference rate); gnuplot draws the plots
+# of `linattn sweep` (the sweep test checks them).
+DEB_PACKAGES := cmake make gcc libc6-dev libcjson-dev libopenblas-dev pkg-config gnuplot-nox
 
 .PHONY: all deps configure build demo test test-asan test-portable bench install clean
 
