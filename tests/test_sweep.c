@@ -175,8 +175,8 @@ int main(void) {
     snprintf(out2, sizeof out2, "%s", la_tmp("icr_out"));
     snprintf(csv2, sizeof csv2, "%s/runs.csv", out2);
     write_text(spec2,
-               "{\"flags\": {\"task\": \"icr\", \"icr-dim\": 4, \"seq-len\": 16, \"weight-decay\": 10, " TINY "},\n"
-               " \"grid\": {\"model\": [\"gdn\"], \"lr\": [0.003, 10], \"clip\": [0]},\n"
+               "{\"flags\": {\"task\": \"icr\", \"icr-dim\": 4, \"seq-len\": 16, \"weight-decay\": 10, \"clip\": 0, " TINY "},\n"
+               " \"grid\": {\"model\": [\"gdn\"], \"lr\": [0.003, 10], \"steps\": [12]},\n"
                " \"eval_seq_len\": [24],\n"
                " \"plots\": [{\"name\": \"mse\", \"x\": \"eval_len\", \"y\": \"mse_d\", \"series\": \"lr\"}]}\n");
     st = la_run_cli(&so, e, sizeof e, NULL, g_bin, "sweep %s --out %s", spec2, out2);
@@ -184,9 +184,12 @@ int main(void) {
     la_expect(so && strstr(so, "1 run(s) failed"), "icr sweep stdout: %s", so ? so : "");
     free(so);
     char * icr = la_read_file(csv2, &n);
-    la_expect(icr && strstr(icr, ",mse_d,ls_mse_d,mse_d@24,ls_mse_d@24\n"), "icr header: %.300s", icr ? icr : "");
-    la_expect(icr && strstr(icr, "model=gdn;lr=0.003;clip=0,gdn,0.003,0,ok,"), "icr ok row: %s", icr ? icr : "");
-    la_expect(icr && strstr(icr, "model=gdn;lr=10;clip=0,gdn,10,0,failed: "), "icr failed row: %s", icr ? icr : "");
+    // a grid key that is also a measured column (steps) appears once
+    const char * want = "run,model,lr,steps,status,params,depth,attn_layers,attn_fraction,state_bytes,"
+                        "seq_len,train_s,loss,val_loss,mse_d,ls_mse_d,mse_d@24,ls_mse_d@24\n";
+    la_expect(icr && !strncmp(icr, want, strlen(want)), "icr header: %.300s", icr ? icr : "");
+    la_expect(icr && strstr(icr, "model=gdn;lr=0.003;steps=12,gdn,0.003,12,ok,"), "icr ok row: %s", icr ? icr : "");
+    la_expect(icr && strstr(icr, "model=gdn;lr=10;steps=12,gdn,10,12,failed: "), "icr failed row: %s", icr ? icr : "");
     free(icr);
     snprintf(path, sizeof path, "%s/mse.svg", out2);
     la_expect(exists(path), "no %s", path);

@@ -56,6 +56,8 @@ typedef struct {
     sweep_plot plots[MAX_PLOTS];
     int        n_plots;
     bool       icr;               // the metric is mse/d (in-context regression), not accuracy
+    char **    derived;           // the measured cells a run reports (set_columns)
+    int        n_derived;
     // the CSV: a header and rows of cells
     char **    cols;
     int        n_cols;
@@ -380,35 +382,50 @@ static void load_spec(sweep * sw, const char * path) {
 // ---------------------------------------------------------------------------------------------
 // The CSV
 
+static bool is_axis(const sweep * sw, const char * name) {
+    for (int a = 0; a < sw->n_axes; a++)
+        if (!strcmp(sw->axis[a], name)) return true;
+    return false;
+}
+
+// The measured cells a run reports, in the order the child writes them (all of them); the CSV
+// holds those whose name is not also a grid key (a "steps" axis already is that column).
 static void set_columns(sweep * sw) {
     const char * metric = sw->icr ? "mse_d" : "accuracy";
-    char ** c = NULL;
-    int n = 0;
-#define COL(s) (c = xrealloc(c, (size_t)(n + 1) * sizeof *c), c[n++] = xstrdup(s))
-    COL("run");
-    for (int a = 0; a < sw->n_axes; a++) COL(sw->axis[a]);
-    const char * fixed_cols[] = { "status", "params", "depth", "attn_layers", "attn_fraction",
-                                  "state_bytes", "seq_len", "steps", "train_s", "loss", "val_loss" };
-    for (size_t i = 0; i < sizeof fixed_cols / sizeof fixed_cols[0]; i++) COL(fixed_cols[i]);
-    COL(metric);
-    if (sw->icr) COL("ls_mse_d");
+    char ** d = NULL;
+    int nd = 0;
+#define ADD(s) (d = xrealloc(d, (size_t)(nd + 1) * sizeof *d), d[nd++] = xstrdup(s))
+    const char * fixed_cols[] = { "params", "depth", "attn_layers", "attn_fraction", "state_bytes",
+                                  "seq_len", "steps", "train_s", "loss", "val_loss" };
+    for (size_t i = 0; i < sizeof fixed_cols / sizeof fixed_cols[0]; i++) ADD(fixed_cols[i]);
+    ADD(metric);
+    if (sw->icr) ADD("ls_mse_d");
     for (int k = 0; k < sw->n_eval; k++) {
         char s[96];
         snprintf(s, sizeof s, "%s@%lld", metric, (long long)sw->eval_len[k]);
-        COL(s);
+        ADD(s);
         if (sw->icr) {
             snprintf(s, sizeof s, "ls_mse_d@%lld", (long long)sw->eval_len[k]);
-            COL(s);
+            ADD(s);
         }
     }
-#undef COL
+#undef ADD
+    sw->derived = d;
+    sw->n_derived = nd;
+    char ** c = xrealloc(NULL, (size_t)(sw->n_axes + nd + 2) * sizeof *c);
+    int n = 0;
+    c[n++] = xstrdup("run");
+    for (int a = 0; a < sw->n_axes; a++) c[n++] = xstrdup(sw->axis[a]);
+    c[n++] = xstrdup("status");
+    for (int k = 0; k < nd; k++)
+        if (!is_axis(sw, d[k])) c[n++] = xstrdup(d[k]);
     sw->cols = c;
     sw->n_cols = n;
     for (int a = 0; a < n; a++)
-        for (int b = a + 1; b < n; b++)
-            if (!strcmp(c[a], c[b]))
-                cli_die("spec: grid key '%s' is also a result column; set it in \"flags\" or use "
-                        "the flag's other spelling", c[a]);
+        if (!strcmp(c[a], "run") && a > 0)
+            cli_die("spec: 'run' cannot be a grid key (it is the CSV's first column)");
+    for (int a = 1; a <= sw->n_axes; a++)
+        if (!strcmp(c[a], "status")) cli_die("spec: 'status' cannot be a grid key (a CSV column)");
 }
 
 static int find_row(const sweep * sw, const char * id) {
@@ -621,9 +638,10 @@ static char ** run_one(const sweep * sw, int i, progress_ctx * prog) {
         out.buf[out.len - 1] = 0;
         n = csv_split(out.buf, cells, sw->n_cols + 1);
     }
-    if (ok && n == sw->n_cols - s0 - 1) {
+    if (ok && n == sw->n_derived) {
         row[s0] = xstrdup("ok");
-        for (int c = 0; c < n; c++) row[s0 + 1 + c] = xstrdup(cells[c]);
+        for (int k = 0; k < n; k++)
+            if (!is_axis(sw, sw->derived[k])) row[col_index(sw, sw->derived[k])] = xstrdup(cells[k]);
     } else {
         // the first line the run wrote to stderr says why
         char msg[512] = "";
@@ -962,6 +980,8 @@ int cmd_sweep(int argc, char ** argv) {
     free(sw.rows);
     for (int c = 0; c < sw.n_cols; c++) free(sw.cols[c]);
     free(sw.cols);
+    for (int k = 0; k < sw.n_derived; k++) free(sw.derived[k]);
+    free(sw.derived);
     for (int i = 0; i < sw.n_runs; i++) {
         for (int k = 0; k < sw.runs[i].argc; k++) free(sw.runs[i].argv[k]);
         for (int a = 0; a < sw.n_axes; a++) free(sw.runs[i].val[a]);
