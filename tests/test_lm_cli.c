@@ -158,6 +158,8 @@ static void bad_input(void) {
         { "train --task passkey --passkey-vocab 4", "--passkey-vocab" },
         { "train --task passkey --passkey-depth 1.5", "--passkey-depth" },
         { "train --layers gdn*0,attn", "--layers" },
+        { "train --model retnet --short-conv 1", "no short convolution" },
+        { "train --model gla --short-conv 2", "--short-conv" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char e[512];

@@ -98,6 +98,7 @@ typedef struct lm_arch {
     int64_t      input_dim;  // > 0: a real-valued model (in-context regression)
     double       expand_v;
     bool         tie;
+    int          short_conv;  // 0: the mixer's fla default; 1: use_short_conv on; -1: off
 } lm_arch;
 char * lm_arch_json(const lm_arch * a);
 

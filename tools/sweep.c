@@ -753,7 +753,9 @@ static bool plot_files(const sweep * sw, const sweep_plot * p) {
         }
     }
     cli_buf_add(&gp, "# linattn sweep %s: drawn from runs.csv (%s.dat)\n", sw->name, p->name);
-    cli_buf_add(&gp, "set grid\nset key outside right top\nset title \"");
+    cli_buf_add(&gp, "set grid\nset key outside right top");
+    if (p->series[0]) cli_buf_add(&gp, " title \"%s\" noenhanced", p->series);
+    cli_buf_add(&gp, "\nset title \"");
     gp_escape(&gp, p->title[0] ? p->title : p->name);
     cli_buf_add(&gp, "\" noenhanced\nset xlabel \"");
     gp_escape(&gp, p->xlabel[0] ? p->xlabel : p->x);

@@ -104,6 +104,12 @@ char * lm_arch_json(const lm_arch * a) {
             k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_ratio\": null");
         if (!strcmp(lin, "deltanet") || !strcmp(lin, "gla"))
             k += snprintf(j + k, 16384 - (size_t)k, ", \"expand_v\": %g", a->expand_v);
+        if (a->short_conv) {
+            if (strcmp(lin, "gdn") && strcmp(lin, "kda") && strcmp(lin, "deltanet") && strcmp(lin, "gla"))
+                cli_die("--short-conv: %s has no short convolution (gdn, kda, deltanet, gla do)", lin);
+            k += snprintf(j + k, 16384 - (size_t)k, ", \"use_short_conv\": %s",
+                          a->short_conv > 0 ? "true" : "false");
+        }
         // every linear family gets the hybrid spec (a family that cannot run it says so)
         if (attn_layers[0]) {
             k += snprintf(j + k, 16384 - (size_t)k,
@@ -281,6 +287,8 @@ static void usage_train(void) {
            "  --num-layers N (4)  --hidden D (128)  --heads H (2)  --expand-v X (1)\n"
            "  --head-dim K         GDN/KDA key width per head (hidden/heads); Mamba2/RWKV-7 (64)\n"
            "  --attn-heads H (hidden/64)  --attn-kv-heads H  --window W (0 = full)  --tie\n"
+           "  --short-conv 0|1     the short convolution of gdn/kda/deltanet/gla (fla's default:\n"
+           "                       on, off for gla)\n"
            "task:\n"
            "  --task mqar|selcopy|passkey|icr|text (mqar)  --seq-len T (128)  --eval-examples N (1024)\n"
            "  mqar     --mqar-vocab V (256) --mqar-pairs D (16) --mqar-power A (0.01)\n"
@@ -337,6 +345,7 @@ bool lm_setup_parse(lm_setup * S, int argc, char ** argv, int first) {
         else if (!strcmp(f, "--attn-kv-heads")) a->attn_kv_heads = cli_parse_int(f, v, 1, 4096), S->n_arch_flags++;
         else if (!strcmp(f, "--window")) a->window = cli_parse_int(f, v, 0, 1 << 30), S->n_arch_flags++;
         else if (!strcmp(f, "--tie")) a->tie = true, val = false, S->n_arch_flags++;
+        else if (!strcmp(f, "--short-conv")) a->short_conv = cli_parse_int(f, v, 0, 1) ? 1 : -1, S->n_arch_flags++;
         else if (!strcmp(f, "--out")) r->out = v;
         else if (!strcmp(f, "--log")) r->log = v;
         else if (!strcmp(f, "--eval-every")) r->eval_every = cli_parse_int(f, v, 0, INT64_MAX);
