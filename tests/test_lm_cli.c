@@ -10,6 +10,21 @@
 
 static const char * g_bin;
 
+// Runs `linattn ARGS` and expects a refusal: exit status 2, one line on stderr naming want.
+static void refused(const char * want, const char * what, const char * fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refused(const char * want, const char * what, const char * fmt, ...) {
+    char args[4096], e[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int nl = 0;
+    const int st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "%s", args);
+    la_expect(st == 2 && nl == 1 && !strncmp(e, "linattn: error:", 15) && strstr(e, want),
+              "%s: exit %d, %d lines: %s", what, st, nl, e);
+}
+
 // The loss, lr and grad_norm columns (1, 3, 4, 5) of a CSV log, one line per step.
 static char * csv_core(const char * path) {
     size_t n;
@@ -161,39 +176,23 @@ static void bad_input(void) {
         { "train --model retnet --short-conv 1", "no short convolution" },
         { "train --model gla --short-conv 2", "--short-conv" },
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char e[512];
-        int nl;
-        const int st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "%s", cases[i][0]);
-        la_expect(st == 2 && nl == 1 && !strncmp(e, "linattn: error:", 15) && strstr(e, cases[i][1]),
-                  "'%s' -> exit %d, %d lines: %s", cases[i][0], st, nl, e);
-    }
-    char e[512];
-    int nl;
-    int st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --config %s --quiet", cfg);
-    la_expect(st == 2 && nl == 1 && strstr(e, "hidden_size"), "bad config file: %s", e);
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train " ARCH " " TASK " --steps 2 --batch 4 --out %s --quiet", d);
-    la_expect(st == 2 && nl == 1 && strstr(e, "notes.txt"), "non-checkpoint --out: %s", e);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        refused(cases[i][1], cases[i][0], "%s", cases[i][0]);
+    refused("hidden_size", "bad config file", "train --config %s --quiet", cfg);
+    refused("notes.txt", "non-checkpoint --out", "train " ARCH " " TASK " --steps 2 --batch 4 --out %s --quiet", d);
     snprintf(cmd, sizeof cmd, "grep -q precious %s", keep);
     la_expect(system(cmd) == 0, "the user's file must survive");
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --resume %s --hidden 64", ck);
-    la_expect(st == 2 && nl == 1 && strstr(e, "--resume"), "resume with an architecture flag: %s", e);
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --resume %s --stop-after 3", ck);
-    la_expect(st == 2 && nl == 1 && strstr(e, "--stop-after"), "stop before the checkpoint: %s", e);
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --config %s --hidden 64", cfg);
-    la_expect(st == 2 && nl == 1 && strstr(e, "--config"), "--config with --hidden: %s", e);
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train " ARCH " " TASK " --steps 2 --out %s/ck --log %s/ck/log.csv", d, d);
-    la_expect(st == 2 && nl == 1 && strstr(e, "inside"), "log inside the checkpoint: %s", e);
+    refused("--resume", "resume with an architecture flag", "train --resume %s --hidden 64", ck);
+    refused("--stop-after", "stop before the checkpoint", "train --resume %s --stop-after 3", ck);
+    refused("--config", "--config with --hidden", "train --config %s --hidden 64", cfg);
+    refused("inside", "log inside the checkpoint", "train " ARCH " " TASK " --steps 2 --out %s/ck --log %s/ck/log.csv", d, d);
     char link[700];
     snprintf(link, sizeof link, "%s", la_tmp("link"));
     snprintf(cmd, sizeof cmd, "ln -sfn %s %s", ck, link);
     la_expect(system(cmd) == 0, "symlink");
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train " ARCH " " TASK " --steps 2 --batch 2 --out %s --quiet", link);
-    la_expect(st == 2 && nl == 1 && strstr(e, "symbolic link"), "symlinked --out: %s", e);
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "train --resume %s --lr 1", ck);
-    la_expect(st == 2 && nl == 1 && strstr(e, "--resume"), "resume with a hyperparameter: %s", e);
-    st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "generate %s", ck);
-    la_expect(st == 2 && nl == 1 && strstr(e, "--prompt"), "generate without a prompt: %s", e);
+    refused("symbolic link", "symlinked --out", "train " ARCH " " TASK " --steps 2 --batch 2 --out %s --quiet", link);
+    refused("--resume", "resume with a hyperparameter", "train --resume %s --lr 1", ck);
+    refused("--prompt", "generate without a prompt", "generate %s", ck);
 }
 
 // The other tasks through train / eval: selective copying and passkey (the latter evaluated
@@ -225,17 +224,12 @@ static void tasks_cli(void) {
                       out ? out : "", e);
             free(out);
         }
-        int nl;
         if (k == 2) {
-            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "eval %s --task mqar --seq-len 64 --mqar-pairs 4", d);
-            la_expect(st == 2 && nl == 1 && strstr(e, "reads vectors"), "icr model on mqar: %s", e);
-            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "generate %s --ids 1,2", d);
-            la_expect(st == 2 && nl == 1 && strstr(e, "not tokens"), "generate on icr: %s", e);
-            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "eval %s --icr-dim 5", d);
-            la_expect(st == 2 && nl == 1 && strstr(e, "inputs of 5"), "icr dim mismatch: %s", e);
+            refused("reads vectors", "icr model on mqar", "eval %s --task mqar --seq-len 64 --mqar-pairs 4", d);
+            refused("not tokens", "generate on icr", "generate %s --ids 1,2", d);
+            refused("inputs of 5", "icr dim mismatch", "eval %s --icr-dim 5", d);
         } else {
-            st = la_run_cli(NULL, e, sizeof e, &nl, g_bin, "eval %s --task icr --seq-len 16", d);
-            la_expect(st == 2 && nl == 1 && strstr(e, "reads tokens"), "token model on icr: %s", e);
+            refused("reads tokens", "token model on icr", "eval %s --task icr --seq-len 16", d);
         }
     }
 }
