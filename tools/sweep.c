@@ -848,6 +848,25 @@ static void draw_plots(const sweep * sw, bool quiet) {
 
 // ---------------------------------------------------------------------------------------------
 
+static void sweep_free(sweep * sw) {
+    for (int k = 0; k < sw->n_rows; k++) {
+        for (int c = 0; c < sw->n_cols; c++) free(sw->rows[k][c]);
+        free(sw->rows[k]);
+    }
+    free(sw->rows);
+    for (int c = 0; c < sw->n_cols; c++) free(sw->cols[c]);
+    free(sw->cols);
+    for (int k = 0; k < sw->n_derived; k++) free(sw->derived[k]);
+    free(sw->derived);
+    for (int i = 0; i < sw->n_runs; i++) {
+        for (int k = 0; k < sw->runs[i].argc; k++) free(sw->runs[i].argv[k]);
+        for (int a = 0; a < sw->n_axes; a++) free(sw->runs[i].val[a]);
+        free(sw->runs[i].argv);
+    }
+    free(sw->runs);
+    for (int a = 0; a < sw->n_axes; a++) free(sw->axis[a]);
+}
+
 static void usage_sweep(void) {
     printf("usage: linattn sweep SPEC.json [--out DIR] [--threads N] [--list] [--plots-only]\n"
            "                    [--retry-failed] [--quiet]\n"
@@ -910,6 +929,7 @@ int cmd_sweep(int argc, char ** argv) {
             for (int k = 1; k < sw.runs[i].argc; k++) printf(" %s", sw.runs[i].argv[k]);
             printf("\n");
         }
+        sweep_free(&sw);
         return 0;
     }
     struct stat st;
@@ -975,21 +995,6 @@ int cmd_sweep(int argc, char ** argv) {
     int failed = 0;
     for (int k = 0; k < sw.n_rows; k++) failed += strcmp(sw.rows[k][1 + sw.n_axes], "ok") != 0;
     if (failed && !quiet) printf("sweep %s: %d run(s) failed (see the status column)\n", sw.name, failed);
-    for (int k = 0; k < sw.n_rows; k++) {
-        for (int c = 0; c < sw.n_cols; c++) free(sw.rows[k][c]);
-        free(sw.rows[k]);
-    }
-    free(sw.rows);
-    for (int c = 0; c < sw.n_cols; c++) free(sw.cols[c]);
-    free(sw.cols);
-    for (int k = 0; k < sw.n_derived; k++) free(sw.derived[k]);
-    free(sw.derived);
-    for (int i = 0; i < sw.n_runs; i++) {
-        for (int k = 0; k < sw.runs[i].argc; k++) free(sw.runs[i].argv[k]);
-        for (int a = 0; a < sw.n_axes; a++) free(sw.runs[i].val[a]);
-        free(sw.runs[i].argv);
-    }
-    free(sw.runs);
-    for (int a = 0; a < sw.n_axes; a++) free(sw.axis[a]);
+    sweep_free(&sw);
     return failed ? 1 : 0;
 }
